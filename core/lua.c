@@ -1,0 +1,97 @@
+/* lua.c: LuaJIT VM creation, module paths and protected calls with tracebacks. */
+#include "sl_lua.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sluice.h"
+#include "sl_yaml.h"
+
+/* Debian installs pure-Lua modules and C modules for Lua 5.1 here; LuaJIT
+ * loads both (busted, luassert, penlight, cjson, socket). */
+#define DEBIAN_LUA_PATH "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
+#define DEBIAN_LUA_CPATH "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
+
+const char *sl_lua_dir(void)
+{
+    const char *dir = getenv("SLUICE_LUA_DIR");
+    return dir != NULL && *dir != '\0' ? dir : SL_LUA_DIR;
+}
+
+lua_State *sl_lua_new(void)
+{
+    lua_State *L = luaL_newstate();
+    if (L == NULL)
+        return NULL;
+    luaL_openlibs(L);
+
+    const char *dir = sl_lua_dir();
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;./?.lua;./?/init.lua;%s", dir, dir,
+                    DEBIAN_LUA_PATH);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, "./?.so;" DEBIAN_LUA_CPATH);
+    lua_setfield(L, -2, "cpath");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_sluice_yaml);
+    lua_setfield(L, -2, "sluice.yaml");
+    lua_pop(L, 2);
+    return L;
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL)
+        msg = luaL_typename(L, 1);
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int sl_lua_pcall(lua_State *L, int nargs, int nresults)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    return rc == 0 ? SL_OK : SL_ERROR;
+}
+
+int sl_lua_run_busted(int argc, char **argv)
+{
+    lua_State *L = sl_lua_new();
+    if (L == NULL) {
+        fprintf(stderr, "sluice: out of memory\n");
+        return 1;
+    }
+    /* busted reads its command line from the global `arg`. */
+    lua_createtable(L, argc, 1);
+    lua_pushstring(L, "sluice test");
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "busted.runner");
+    if (sl_lua_pcall(L, 1, 1) != SL_OK) {
+        fprintf(stderr, "sluice test: could not load busted (apt-get install lua-busted): %s\n",
+                lua_tostring(L, -1));
+        lua_close(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "standalone");
+    /* busted calls os.exit itself when the run ends. */
+    int rc = sl_lua_pcall(L, 1, 0);
+    if (rc != SL_OK)
+        fprintf(stderr, "sluice test: %s\n", lua_tostring(L, -1));
+    lua_close(L);
+    return rc == SL_OK ? 0 : 1;
+}

@@ -1,0 +1,1191 @@
+-- config.lua: the declarative config: Kong's format plus `server:`, validated, defaulted, compiled.
+--
+-- config.load(path) reads the YAML file and returns the normalized config the
+-- C core compiles (core/config.c), or nil and the errors as text, one per
+-- line, each "FILE:LINE: PATH: MESSAGE". The normalized shape:
+--
+--   {
+--     file = "conf/sluice.yaml", format_version = "3.0",
+--     server = { listen = { { text = "0.0.0.0:8000", addr = "0.0.0.0", port = 8000,
+--                             family = 4, reuseport = false, backlog = 511, where = "..." } },
+--                workers = "auto" | n, pid_file = "sluice.pid", ..., (durations in ms,
+--                sizes in bytes, as named in docs/configuration.md)
+--                trusted_ips = { { addr = "10.0.0.0", prefix = 8, family = 4, where = "..." } } },
+--     services = { { name =, protocol =, host =, port =, path =, retries =, connect_timeout =,
+--                    write_timeout =, read_timeout =, upstream = index into upstreams | nil,
+--                    where = "FILE:LINE: services[0].url" } },   -- enabled services only
+--     routes = { { name =, hosts =, paths = { { value = "/api", regex = false, where = } },
+--                  methods =, headers = { { name =, values = } }, protocols =, regex_priority =,
+--                  strip_path =, preserve_host =, path_handling =, https_redirect_status_code =,
+--                  service = index into services, where = } },    -- in file order
+--     upstreams = { { name =, algorithm =, host_header =, slots =,
+--                     targets = { { host =, port =, weight =, where = } } } },
+--   }
+--
+-- `where` strings ("FILE:LINE: PATH") let the C side report what only it can
+-- check (DNS, PCRE2) at the right place.
+
+local schema = require("sluice.schema")
+local yaml = require("sluice.yaml")
+
+local ipairs = ipairs
+local pairs = pairs
+local tonumber = tonumber
+local type = type
+local str_find = string.find
+local str_gmatch = string.gmatch
+local str_lower = string.lower
+local str_match = string.match
+local str_sub = string.sub
+local tbl_concat = table.concat
+local tbl_sort = table.sort
+local math_floor = math.floor
+local math_huge = math.huge
+
+local NULL = schema.null
+local quote = schema.quote
+local describe = schema.describe
+
+local FORMAT_VERSIONS = { "1.1", "2.1", "3.0" }
+local INT32_MAX = 2147483647
+local DEFAULT_BACKLOG = 511
+local DEFAULT_TARGET_PORT = 8000
+local NAME_CHARS = "^[%w%.%-_~\128-\255]+$"
+local TOKEN = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+-- Kong 3's test for paths of older formats: anything else was a regex then.
+local PLAIN_PATH = "^[%w%.%-_~/%%]*$"
+
+local _M = {}
+
+-- Address helpers --------------------------------------------------------------
+
+local function is_ipv4(s)
+  local a, b, c, d = str_match(s, "^(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)$")
+  return a ~= nil and tonumber(a) <= 255 and tonumber(b) <= 255 and tonumber(c) <= 255
+    and tonumber(d) <= 255
+end
+
+-- Counts the 16-bit groups of one side of an IPv6 address; nil if malformed.
+-- A dotted IPv4 tail counts two and is allowed last only when last_ok.
+local function ipv6_groups(part, last_ok)
+  if part == "" then
+    return 0
+  end
+  local n, groups = 0, {}
+  for g in str_gmatch(part .. ":", "([^:]*):") do
+    groups[#groups + 1] = g
+  end
+  for i, g in ipairs(groups) do
+    if str_find(g, "^%x%x?%x?%x?$") then
+      n = n + 1
+    elseif i == #groups and last_ok and is_ipv4(g) then
+      n = n + 2
+    else
+      return nil
+    end
+  end
+  return n
+end
+
+local function is_ipv6(s)
+  if type(s) ~= "string" or not str_find(s, "^[%x:%.]+$") or not str_find(s, ":", 1, true) then
+    return false
+  end
+  local at = str_find(s, "::", 1, true)
+  if not at then
+    return ipv6_groups(s, true) == 8
+  end
+  if str_find(s, "::", at + 1, true) then
+    return false
+  end
+  local head = ipv6_groups(str_sub(s, 1, at - 1), false)
+  local tail = ipv6_groups(str_sub(s, at + 2), true)
+  return head ~= nil and tail ~= nil and head + tail <= 7
+end
+
+local function is_hostname(s)
+  if #s == 0 or #s > 253 then
+    return false
+  end
+  for label in str_gmatch(s .. ".", "([^.]*)%.") do
+    if #label == 0 or #label > 63 or not str_find(label, "^[%w_][%w_%-]*$")
+        or str_sub(label, -1) == "-" then
+      return false
+    end
+  end
+  return true
+end
+
+local function check_host(s)
+  if is_ipv4(s) or is_ipv6(s) or is_hostname(s) then
+    return true
+  end
+  return nil, "invalid host " .. quote(s) .. ": expected a hostname or an IP address"
+end
+
+-- Splits "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address.
+-- Returns host, port (nil when absent) or nil, err.
+local function split_host_port(s)
+  local host, port
+  if str_sub(s, 1, 1) == "[" then
+    host, port = str_match(s, "^%[([^%]]*)%]:(%d+)$")
+    if not host then
+      host = str_match(s, "^%[([^%]]*)%]$")
+    end
+    if not host or not is_ipv6(host) then
+      return nil, "invalid address " .. quote(s)
+    end
+  elseif is_ipv6(s) then
+    host = s
+  else
+    host, port = str_match(s, "^([^:]*):(%d+)$")
+    if not host then
+      if str_find(s, ":", 1, true) then
+        return nil, "invalid port in " .. quote(s)
+      end
+      host = s
+    end
+  end
+  if port then
+    port = tonumber(port)
+    if port < 1 or port > 65535 then
+      return nil, "invalid port in " .. quote(s) .. ": ports are 1 to 65535"
+    end
+  end
+  return host, port
+end
+
+-- Parses "ADDR:PORT [reuseport] [backlog=N]". Returns a listen table or nil, err.
+local function parse_listen(s)
+  local words = {}
+  for w in str_gmatch(s, "%S+") do
+    words[#words + 1] = w
+  end
+  if #words == 0 then
+    return nil, "expected \"ADDRESS:PORT [reuseport] [backlog=N]\", got an empty string"
+  end
+  local host, port = split_host_port(words[1])
+  if not host then
+    return nil, port
+  end
+  local family = is_ipv4(host) and 4 or is_ipv6(host) and 6 or nil
+  if not family then
+    return nil, "invalid listen address " .. quote(words[1])
+      .. ": expected an IP address and a port, like \"0.0.0.0:8000\" or \"[::]:8000\""
+  end
+  if not port then
+    return nil, "listen address " .. quote(words[1]) .. " needs a port, like \"0.0.0.0:8000\""
+  end
+  local l = { text = words[1], addr = host, port = port, family = family, reuseport = false,
+              backlog = DEFAULT_BACKLOG }
+  for i = 2, #words do
+    local w = words[i]
+    local backlog = str_match(w, "^backlog=(%d+)$")
+    if w == "reuseport" then
+      l.reuseport = true
+    elseif backlog then
+      l.backlog = tonumber(backlog)
+      if l.backlog < 1 or l.backlog > 65535 then
+        return nil, "backlog must be between 1 and 65535"
+      end
+    elseif w == "ssl" or w == "http2" or w == "proxy_protocol" or w == "deferred"
+        or w == "bind" or str_find(w, "^ipv6only=") or str_find(w, "^so_keepalive=") then
+      return nil, "listen option '" .. w .. "' is not supported yet"
+    else
+      return nil, "unknown listen option '" .. w .. "' (known: reuseport, backlog=N)"
+    end
+  end
+  return l
+end
+
+-- Parses an address or a CIDR block into { addr, prefix, family }.
+local function parse_cidr(s)
+  local addr, prefix = str_match(s, "^([^/]+)/(%d+)$")
+  if not addr then
+    addr = s
+  end
+  local family = is_ipv4(addr) and 4 or is_ipv6(addr) and 6 or nil
+  if not family then
+    return nil, "invalid address " .. quote(s) .. ": expected an IP address or a CIDR block"
+  end
+  local max = family == 4 and 32 or 128
+  prefix = prefix and tonumber(prefix) or max
+  if prefix > max then
+    return nil, "invalid prefix length in " .. quote(s) .. ": at most " .. max
+  end
+  return { addr = addr, prefix = prefix, family = family }
+end
+
+-- Parses a service url into the fields it stands for.
+local function parse_url(u)
+  local scheme, rest = str_match(u, "^(%a[%w%+%.%-]*)://(.*)$")
+  if not scheme then
+    return nil, "invalid url " .. quote(u) .. ": expected scheme://host[:port][/path]"
+  end
+  scheme = str_lower(scheme)
+  local authority, path = str_match(rest, "^([^/%?#]*)(.*)$")
+  if str_find(path, "[%?#]") then
+    return nil, "invalid url " .. quote(u) .. ": a service url takes no query string or fragment"
+  end
+  if str_find(authority, "@", 1, true) then
+    return nil, "invalid url " .. quote(u) .. ": user info is not supported"
+  end
+  local host, port = split_host_port(authority)
+  if not host then
+    return nil, "invalid url " .. quote(u) .. ": " .. port
+  end
+  if host == "" then
+    return nil, "invalid url " .. quote(u) .. ": no host"
+  end
+  return {
+    protocol = scheme,
+    host = host,
+    port = port or (scheme == "https" and 443 or 80),
+    path = path ~= "" and path or NULL,
+  }
+end
+
+-- Field validators -------------------------------------------------------------
+
+local function check_name(s)
+  if not str_find(s, NAME_CHARS) then
+    return nil, "invalid name " .. quote(s) .. ": the only accepted ascii characters are "
+      .. "alphanumerics or ., -, _, and ~"
+  end
+  return true
+end
+
+local function check_plain_path(p)
+  if str_find(p, "//", 1, true) then
+    return nil, "invalid path " .. quote(p) .. ": must not have empty segments"
+  end
+  local i = str_find(p, "%", 1, true)
+  while i do
+    if not str_find(p, "^%x%x", i + 1) then
+      return nil, "invalid path " .. quote(p) .. ": '%' must start a %XX escape"
+    end
+    i = str_find(p, "%", i + 1, true)
+  end
+  return true
+end
+
+local function check_service_path(p)
+  if str_sub(p, 1, 1) ~= "/" then
+    return nil, "expected a string starting with '/', got " .. quote(p)
+  end
+  return check_plain_path(p)
+end
+
+local function check_route_path(p)
+  local c = str_sub(p, 1, 1)
+  if c == "~" then
+    if #p == 1 then
+      return nil, "empty regex: write the pattern after '~'"
+    end
+    return true
+  elseif c ~= "/" then
+    return nil, "expected a string starting with '/' or '~', got " .. quote(p)
+  end
+  return check_plain_path(p)
+end
+
+local function check_route_host(h)
+  local host = h
+  if str_sub(h, 1, 1) == "[" or str_find(h, ":", 1, true) then
+    local err
+    host, err = split_host_port(h)
+    if not host then
+      return nil, err
+    end
+  end
+  local _, stars = host:gsub("%*", "")
+  if stars > 1 then
+    return nil, "invalid wildcard in " .. quote(h) .. ": must have at most one wildcard"
+  elseif stars == 1 then
+    if str_find(host, "^%*%.") then
+      host = "x" .. str_sub(host, 2)
+    elseif str_find(host, "%.%*$") then
+      host = str_sub(host, 1, -2) .. "x"
+    else
+      return nil, "invalid wildcard in " .. quote(h)
+        .. ": must be placed at leftmost or rightmost label"
+    end
+  end
+  if not (is_ipv4(host) or is_ipv6(host) or is_hostname(host)) then
+    return nil, "invalid host " .. quote(h) .. ": expected a hostname, a wildcard like "
+      .. "\"*.example.com\" or \"example.*\", or an IP address, with an optional \":port\""
+  end
+  return true
+end
+
+local function check_method(m)
+  if str_find(m, "%l") then
+    return nil, "invalid method " .. quote(m) .. ": methods are upper-case, like \"GET\""
+  end
+  if not str_find(m, TOKEN) then
+    return nil, "invalid method " .. quote(m)
+  end
+  return true
+end
+
+local ROUTE_PROTOCOLS = { http = true, https = true }
+
+local function check_route_protocol(p)
+  if ROUTE_PROTOCOLS[p] then
+    return true
+  end
+  return nil, "protocol " .. quote(p) .. " is not supported: routes match http and https only"
+end
+
+local function check_service_protocol(p)
+  if p == "http" then
+    return true
+  elseif p == "https" then
+    return nil, "protocol 'https' is not supported yet: upstream TLS comes in a later release"
+  elseif p == "grpc" or p == "grpcs" or p == "tcp" or p == "tls" or p == "tls_passthrough"
+      or p == "udp" or p == "ws" or p == "wss" then
+    return nil, "protocol '" .. p .. "' is not supported: sluice proxies http"
+  end
+  return nil, "expected one of: http, https, got " .. quote(p)
+end
+
+local function check_target(t)
+  local host, port = split_host_port(t)
+  if not host then
+    return nil, port
+  end
+  return check_host(host)
+end
+
+local function check_workers(v)
+  if v == "auto" or (type(v) == "number" and v >= 1 and v <= 1024 and v == math_floor(v)) then
+    return true
+  end
+  return nil, "expected an integer from 1 to 1024 or \"auto\", got " .. describe(v)
+end
+
+local function check_ref(v)
+  if type(v) == "string" then
+    return #v > 0 or nil, "expected a name"
+  end
+  if type(v) == "table" then
+    local n = 0
+    for k, x in pairs(v) do
+      if (k ~= "name" and k ~= "id") or type(x) ~= "string" then
+        return nil, "expected a name, or a mapping with 'name' or 'id'"
+      end
+      n = n + 1
+    end
+    if n == 1 then
+      return true
+    end
+  end
+  return nil, "expected a name, or a mapping with 'name' or 'id', got " .. describe(v)
+end
+
+-- A field that makes the config invalid whenever it is set, and says why.
+local function unsupported(description, message)
+  return { type = "any", description = description, custom = function() return nil, message end }
+end
+
+-- A collection that sluice does not have yet: an empty list is fine.
+local function not_yet(description, message)
+  return {
+    type = "array",
+    elements = { type = "any" },
+    description = description,
+    custom = function(v)
+      if #v > 0 then
+        return nil, message
+      end
+      return true
+    end,
+  }
+end
+
+local PLUGINS = not_yet("Plugins (not supported yet).",
+  "plugins are not supported yet (they come with the plugin runtime)")
+
+-- Healthchecks are refused when any check would run: Kong's own exports carry
+-- a block whose checks are all off, and that one changes nothing.
+local function check_healthchecks(hc)
+  if type(hc) ~= "table" then
+    return nil, "expected a mapping, got " .. describe(hc)
+  end
+  local function positive(t, ...)
+    for _, k in ipairs({ ... }) do
+      if type(t) ~= "table" then
+        return false
+      end
+      t = t[k]
+    end
+    return type(t) == "number" and t > 0
+  end
+  if positive(hc, "active", "healthy", "interval")
+      or positive(hc, "active", "unhealthy", "interval")
+      or positive(hc, "passive", "unhealthy", "http_failures")
+      or positive(hc, "passive", "unhealthy", "tcp_failures")
+      or positive(hc, "passive", "unhealthy", "timeouts") then
+    return nil, "healthchecks are not supported yet (health checking comes in a later release)"
+  end
+  return true
+end
+
+local function lower(s)
+  return str_lower(s)
+end
+
+-- Schemas ------------------------------------------------------------------------
+
+local TAGS = { type = "set", elements = { type = "string", len_min = 1 },
+               description = "Free-form labels; not used by sluice." }
+local ID = { type = "string", uuid = true, description = "A UUID, as Kong exports it." }
+local TIMESTAMP = { type = "integer", description = "Kong's timestamp; ignored." }
+
+local function timeout(description)
+  return { type = "duration", default = 60000, between = { 1, INT32_MAX },
+           description = description }
+end
+
+local function server_duration(default, min, description)
+  return { type = "duration", default = default, between = { min, INT32_MAX },
+           description = description }
+end
+
+local function server_size(default, min, description)
+  return { type = "size", default = default, between = { min, INT32_MAX },
+           description = description }
+end
+
+local server_schema = {
+  type = "record",
+  fields = {
+    { listen = { type = "array", default = { "0.0.0.0:8000" }, len_min = 1,
+                 elements = { type = "string", custom = function(s)
+                   local l, err = parse_listen(s)
+                   return l ~= nil or nil, err
+                 end },
+                 description = "Addresses to accept connections on: \"ADDR:PORT [reuseport] "
+                   .. "[backlog=N]\"." } },
+    { workers = { type = "any", default = "auto", custom = check_workers,
+                  description = "Worker processes: a number, or \"auto\" for one per CPU." } },
+    { pid_file = { type = "string", default = "sluice.pid", len_min = 1,
+                   description = "Where the master writes its pid; relative to the "
+                     .. "directory sluice starts in." } },
+    { error_log = { type = "string", default = "stderr", len_min = 1,
+                    description = "\"stderr\" or a file path." } },
+    { log_level = { type = "string", default = "notice",
+                    one_of = { "err", "warn", "notice", "info", "debug" },
+                    description = "Least severe level written to the error log." } },
+    { access_log = { type = "string", default = "stdout", len_min = 1,
+                     description = "A file path, \"stdout\", \"stderr\" or \"off\"." } },
+    { access_log_buffer = server_size("64k", 0, "Access log bytes buffered per worker.") },
+    { max_request_line = server_size("8k", 64, "Longest request line (414 beyond).") },
+    { max_header_size = server_size("32k", 256, "Largest request head (431 beyond).") },
+    { max_headers = { type = "integer", default = 100, between = { 1, 10000 },
+                      description = "Most request header lines (431 beyond)." } },
+    { max_body_size = { type = "size", default = 0, between = { 0, 2 ^ 53 },
+                        description = "Largest request body (413 beyond); 0 = unlimited." } },
+    { client_header_timeout = server_duration("60s", 1, "Time to receive a request head.") },
+    { client_body_timeout = server_duration("60s", 1, "Time between two body reads.") },
+    { keepalive_timeout = server_duration("75s", 0,
+        "Idle time of a client keep-alive connection; 0 disables keep-alive.") },
+    { keepalive_requests = { type = "integer", default = 1000, between = { 1, INT32_MAX },
+                             description = "Requests served on one client connection." } },
+    { send_timeout = server_duration("60s", 1, "Time between two writes to a client.") },
+    { shutdown_timeout = server_duration("10s", 0, "Graceful drain time on SIGTERM.") },
+    { upstream_keepalive_pool_size = {
+        type = "integer", default = 512, between = { 0, INT32_MAX },
+        description = "Idle upstream connections kept per worker and target; 0 = none." } },
+    { upstream_keepalive_max_requests = {
+        type = "integer", default = 10000, between = { 0, INT32_MAX },
+        description = "Requests sent on one upstream connection; 0 = unlimited." } },
+    { upstream_keepalive_idle_timeout = server_duration("60s", 1,
+        "Time an idle upstream connection is kept.") },
+    { trusted_ips = { type = "array", default = {},
+                      elements = { type = "string", custom = function(s)
+                        local c, err = parse_cidr(s)
+                        return c ~= nil or nil, err
+                      end },
+                      description = "Addresses or CIDR blocks whose X-Forwarded-* are trusted." } },
+  },
+}
+
+local function route_fields(top_level)
+  local fields = {
+    { id = ID },
+    { name = { type = "string", custom = check_name, description = "Unique route name." } },
+    { protocols = { type = "set", default = { "http", "https" }, len_min = 1,
+                    elements = { type = "string", custom = check_route_protocol },
+                    description = "Listener protocols the route matches." } },
+    { methods = { type = "set", elements = { type = "string", custom = check_method },
+                  description = "HTTP methods, upper-case." } },
+    { hosts = { type = "array",
+                elements = { type = "string", normalize = lower, custom = check_route_host },
+                description = "Host names, \"*.example.com\" or \"example.*\", with an "
+                  .. "optional \":port\"." } },
+    { paths = { type = "array", elements = { type = "string", custom = check_route_path },
+                description = "Path prefixes (\"/api\") or regexes (\"~/users/\\d+$\")." } },
+    { headers = { type = "map",
+                  keys = { type = "string", match = TOKEN, normalize = lower,
+                           custom = function(k)
+                             if k == "host" then
+                               return nil, "the Host header is matched with 'hosts', not 'headers'"
+                             end
+                             return true
+                           end },
+                  values = { type = "array", len_min = 1, elements = { type = "string",
+                             normalize = function(v)
+                               return str_sub(v, 1, 1) == "~" and v or str_lower(v)
+                             end } },
+                  description = "Header name -> values, one of which must match." } },
+    { https_redirect_status_code = { type = "integer", default = 426,
+                                     one_of = { 426, 301, 302, 307, 308 },
+                                     description = "Status for http on https-only routes." } },
+    { regex_priority = { type = "integer", default = 0, between = { -INT32_MAX, INT32_MAX },
+                         description = "Order among regex routes; higher first." } },
+    { strip_path = { type = "boolean", default = true,
+                     description = "Remove the matched path prefix before proxying." } },
+    { path_handling = { type = "string", default = "v0", one_of = { "v0", "v1" },
+                        description = "How service and request paths are joined (Kong's)." } },
+    { preserve_host = { type = "boolean", default = false,
+                        description = "Send the client's Host upstream." } },
+    { request_buffering = { type = "boolean", default = true,
+                            description = "Accepted for Kong compatibility; no effect yet." } },
+    { response_buffering = { type = "boolean", default = true,
+                             description = "Accepted for Kong compatibility; no effect yet." } },
+    { tags = TAGS },
+    { snis = unsupported("Stream routes (not supported).",
+        "snis are not supported: TLS routing comes in a later release") },
+    { sources = unsupported("Stream routes (not supported).",
+        "sources are not supported: stream routes are not supported") },
+    { destinations = unsupported("Stream routes (not supported).",
+        "destinations are not supported: stream routes are not supported") },
+    { expression = unsupported("Expression routes (not supported).",
+        "expression routes are not supported: use hosts, paths, methods and headers") },
+    { priority = unsupported("Expression routes (not supported).",
+        "priority belongs to expression routes, which are not supported") },
+    { plugins = PLUGINS },
+    { created_at = TIMESTAMP },
+    { updated_at = TIMESTAMP },
+  }
+  if top_level then
+    fields[#fields + 1] = { service = { type = "any", custom = check_ref,
+                                        description = "The service's name, { name } or { id }." } }
+  end
+  return {
+    type = "record",
+    fields = fields,
+    entity_checks = { { at_least_one_of = { "methods", "hosts", "headers", "paths" } } },
+  }
+end
+
+local nested_route_schema = route_fields(false)
+local route_schema = route_fields(true)
+
+local service_schema = {
+  type = "record",
+  fields = {
+    { id = ID },
+    { name = { type = "string", custom = check_name, description = "Unique service name." } },
+    { protocol = { type = "string", default = "http", custom = check_service_protocol,
+                   description = "Protocol to the upstream: http." } },
+    { host = { type = "string", custom = check_host,
+               description = "Upstream host: a name, an address, or an upstream's name." } },
+    { port = { type = "integer", default = 80, between = { 1, 65535 },
+               description = "Upstream port." } },
+    { path = { type = "string", custom = check_service_path,
+               description = "Path prefixed to every proxied request." } },
+    { retries = { type = "integer", default = 5, between = { 0, 32767 },
+                  description = "Retries on connection failures." } },
+    { connect_timeout = timeout("Time to connect to the upstream.") },
+    { write_timeout = timeout("Time between two writes to the upstream.") },
+    { read_timeout = timeout("Time between two reads from the upstream.") },
+    { enabled = { type = "boolean", default = true,
+                  description = "A disabled service and its routes are left out." } },
+    { tags = TAGS },
+    { routes = { type = "array", elements = nested_route_schema, default = {},
+                 description = "Routes of this service." } },
+    { plugins = PLUGINS },
+    { tls_verify = unsupported("Upstream TLS (not supported yet).",
+        "tls_verify is not supported yet: upstream TLS comes in a later release") },
+    { tls_verify_depth = unsupported("Upstream TLS (not supported yet).",
+        "tls_verify_depth is not supported yet: upstream TLS comes in a later release") },
+    { ca_certificates = unsupported("Upstream TLS (not supported yet).",
+        "ca_certificates is not supported yet: upstream TLS comes in a later release") },
+    { client_certificate = unsupported("Upstream TLS (not supported yet).",
+        "client_certificate is not supported yet: upstream TLS comes in a later release") },
+    { created_at = TIMESTAMP },
+    { updated_at = TIMESTAMP },
+  },
+  shorthand_fields = {
+    { url = { type = "string", func = parse_url,
+              description = "protocol://host[:port][/path], instead of the four fields." } },
+  },
+  check = function(s)
+    if s.host == nil then
+      return nil, "a service needs a 'url' or a 'host'", "host"
+    end
+    return true
+  end,
+}
+
+local function target_fields(top_level)
+  local fields = {
+    { id = ID },
+    { target = { type = "string", required = true, custom = check_target,
+                 description = "\"host:port\" (port 8000 when absent)." } },
+    { weight = { type = "integer", default = 100, between = { 0, 65535 },
+                 description = "Share of the traffic; 0 disables the target." } },
+    { tags = TAGS },
+    { created_at = TIMESTAMP },
+    { updated_at = TIMESTAMP },
+  }
+  if top_level then
+    fields[#fields + 1] = {
+      upstream = { type = "any", custom = check_ref,
+                   description = "The upstream's name, { name } or { id }." },
+    }
+  end
+  return { type = "record", fields = fields }
+end
+
+local function hash_field(description)
+  return { type = "string", default = "none",
+           one_of = { "none", "consumer", "ip", "header", "cookie", "path", "query_arg",
+                      "uri_capture" },
+           custom = function(v)
+             if v ~= "none" then
+               return nil, "hashing on '" .. v .. "' is not supported yet "
+                 .. "(consistent hashing comes in a later release)"
+             end
+             return true
+           end,
+           description = description }
+end
+
+local function inert(description)
+  return { type = "string", description = description .. " Inert until hashing is supported." }
+end
+
+local upstream_schema = {
+  type = "record",
+  fields = {
+    { id = ID },
+    { name = { type = "string", required = true,
+               custom = function(v)
+                 if not is_hostname(v) then
+                   return nil, "invalid upstream name " .. quote(v) .. ": expected a hostname"
+                 end
+                 return true
+               end,
+               description = "Unique name; services use it as their host." } },
+    { algorithm = { type = "string", default = "round-robin",
+                    one_of = { "round-robin", "consistent-hashing", "least-connections",
+                               "latency" },
+                    custom = function(v)
+                      if v ~= "round-robin" then
+                        return nil, "algorithm '" .. v .. "' is not supported yet "
+                          .. "(round-robin is; the others come in a later release)"
+                      end
+                      return true
+                    end,
+                    description = "Load-balancing algorithm." } },
+    { hash_on = hash_field("What consistent hashing hashes on.") },
+    { hash_fallback = hash_field("What it falls back to.") },
+    { hash_on_header = inert("Header to hash on.") },
+    { hash_fallback_header = inert("Fallback header.") },
+    { hash_on_cookie = inert("Cookie to hash on.") },
+    { hash_on_cookie_path = { type = "string", default = "/",
+                              description = "Path of the hashing cookie. Inert." } },
+    { hash_on_query_arg = inert("Query argument to hash on.") },
+    { hash_fallback_query_arg = inert("Fallback query argument.") },
+    { hash_on_uri_capture = inert("URI capture to hash on.") },
+    { hash_fallback_uri_capture = inert("Fallback URI capture.") },
+    { slots = { type = "integer", default = 10000, between = { 10, 65536 },
+                description = "Kong's hash ring size; accepted, unused." } },
+    { healthchecks = { type = "any", custom = check_healthchecks,
+                       description = "Accepted only with every check disabled." } },
+    { host_header = { type = "string", custom = function(v)
+                        local host, err = split_host_port(v)
+                        if not host then
+                          return nil, err
+                        end
+                        return check_host(host)
+                      end,
+                      description = "Host header sent upstream (unless preserve_host)." } },
+    { client_certificate = unsupported("Upstream TLS (not supported yet).",
+        "client_certificate is not supported yet: upstream TLS comes in a later release") },
+    { use_srv_name = { type = "boolean", default = false,
+                       custom = function(v)
+                         return not v or nil, "use_srv_name is not supported yet"
+                       end,
+                       description = "SRV names (not supported yet)." } },
+    { tags = TAGS },
+    { targets = { type = "array", default = {}, elements = target_fields(false),
+                  description = "Where the upstream sends requests." } },
+    { created_at = TIMESTAMP },
+    { updated_at = TIMESTAMP },
+  },
+}
+
+local document_fields = {
+  { _format_version = { type = "string", required = true, one_of = FORMAT_VERSIONS,
+                        description = "Kong's declarative format version." } },
+  { _transform = { type = "boolean", description = "Accepted for Kong compatibility." } },
+  { _comment = { type = "any", description = "Ignored." } },
+  { _info = { type = "any", description = "Ignored." } },
+  { _workspace = { type = "string", description = "Ignored." } },
+  { server = { type = "record", fields = server_schema.fields, default = {},
+               description = "sluice's own node settings." } },
+  { services = { type = "array", elements = service_schema, default = {} } },
+  { routes = { type = "array", elements = route_schema, default = {} } },
+  { upstreams = { type = "array", elements = upstream_schema, default = {} } },
+  { targets = { type = "array", elements = target_fields(true), default = {} } },
+  { plugins = PLUGINS },
+}
+
+local RUNTIME = "(they come with the plugin runtime)"
+local TLS = "(TLS comes in a later release)"
+for _, c in ipairs({
+  { "consumers", "consumers are not supported yet " .. RUNTIME },
+  { "consumer_groups", "consumer groups are not supported yet " .. RUNTIME },
+  { "acls", "acls are not supported yet " .. RUNTIME },
+  { "basicauth_credentials", "basic-auth credentials are not supported yet " .. RUNTIME },
+  { "keyauth_credentials", "key-auth credentials are not supported yet " .. RUNTIME },
+  { "hmacauth_credentials", "hmac-auth credentials are not supported yet " .. RUNTIME },
+  { "jwt_secrets", "jwt secrets are not supported yet " .. RUNTIME },
+  { "oauth2_credentials", "oauth2 credentials are not supported yet " .. RUNTIME },
+  { "mtls_auth_credentials", "mtls-auth credentials are not supported yet " .. TLS },
+  { "certificates", "certificates are not supported yet " .. TLS },
+  { "ca_certificates", "ca_certificates are not supported yet " .. TLS },
+  { "snis", "snis are not supported yet " .. TLS },
+  { "vaults", "vaults are not supported yet" },
+  { "key_sets", "key sets are not supported yet" },
+  { "keys", "keys are not supported yet" },
+}) do
+  document_fields[#document_fields + 1] = { [c[1]] = not_yet("Not supported yet.", c[2]) }
+end
+
+local document_schema = { type = "record", fields = document_fields }
+
+_M.schemas = {
+  document = document_schema,
+  server = server_schema,
+  service = service_schema,
+  route = route_schema,
+  upstream = upstream_schema,
+  target = target_fields(true),
+}
+
+-- Locating errors ----------------------------------------------------------------
+
+-- Returns the 1-based line of the value at keys in doc, or of the closest
+-- enclosing table that exists; nil without line information.
+local function line_of(doc, lines, keys)
+  if type(lines) ~= "table" or type(doc) ~= "table" then
+    return nil
+  end
+  local node = doc
+  local lt = lines[doc]
+  local line = lt and lt["@"]
+  for _, k in ipairs(keys) do
+    lt = type(node) == "table" and lines[node]
+    if not lt then
+      break
+    end
+    if lt[k] == nil then
+      line = lt["@"] or line
+      break
+    end
+    line = lt[k]
+    node = node[k]
+  end
+  return line
+end
+
+local function new_report(doc, lines, file)
+  local r = { doc = doc, lines = lines, file = file or "<config>", errors = {} }
+
+  function r.add(keys, message, path)
+    r.errors[#r.errors + 1] = {
+      path = path or schema.path_of(keys),
+      message = message,
+      keys = keys,
+      line = line_of(r.doc, r.lines, keys),
+    }
+  end
+
+  -- "FILE:LINE: PATH", for messages the C side adds.
+  function r.where(keys)
+    local line = line_of(r.doc, r.lines, keys)
+    local path = schema.path_of(keys)
+    local out = r.file
+    if line then
+      out = out .. ":" .. line
+    end
+    if path ~= "" then
+      out = out .. ": " .. path
+    end
+    return out
+  end
+
+  function r.text()
+    local list = r.errors
+    for i, e in ipairs(list) do
+      e.seq = i
+    end
+    tbl_sort(list, function(a, b)
+      local la, lb = a.line or math_huge, b.line or math_huge
+      if la ~= lb then
+        return la < lb
+      end
+      return a.seq < b.seq
+    end)
+    local out = {}
+    for i, e in ipairs(list) do
+      local s = r.file
+      if e.line then
+        s = s .. ":" .. e.line
+      end
+      if e.path ~= "" then
+        s = s .. ": " .. e.path
+      end
+      out[i] = s .. ": " .. e.message .. "\n"
+    end
+    return tbl_concat(out)
+  end
+
+  return r
+end
+
+local function copy_keys(keys, ...)
+  local out = {}
+  for i, k in ipairs(keys) do
+    out[i] = k
+  end
+  for _, k in ipairs({ ... }) do
+    out[#out + 1] = k
+  end
+  return out
+end
+
+-- Compiling ------------------------------------------------------------------------
+
+local function describe_entry(keys)
+  return schema.path_of(keys)
+end
+
+-- Registers entry under its name in index; reports a duplicate naming both.
+local function unique(r, index, name, keys, what)
+  if name == nil then
+    return
+  end
+  local key = str_lower(name)
+  local first = index[key]
+  if first then
+    r.add(copy_keys(keys, "name"), "duplicate " .. what .. " name " .. quote(name)
+      .. " (also " .. describe_entry(first.keys) .. ")")
+    return
+  end
+  index[key] = { keys = keys }
+end
+
+local function find_ref(ref, by_name, by_id)
+  if type(ref) == "string" then
+    return by_name[str_lower(ref)] or by_id[ref], ref
+  end
+  if ref.name then
+    return by_name[str_lower(ref.name)], ref.name
+  end
+  return by_id[ref.id], ref.id
+end
+
+local function compile_route(r, route, keys, format)
+  local out = {
+    name = route.name,
+    hosts = route.hosts or {},
+    methods = route.methods or {},
+    protocols = route.protocols,
+    regex_priority = route.regex_priority,
+    strip_path = route.strip_path,
+    preserve_host = route.preserve_host,
+    path_handling = route.path_handling,
+    https_redirect_status_code = route.https_redirect_status_code,
+    where = r.where(keys),
+    paths = {},
+    headers = {},
+  }
+  for i, p in ipairs(route.paths or {}) do
+    if p then
+      local regex = str_sub(p, 1, 1) == "~"
+      if not regex and format ~= "3.0" and not str_find(p, PLAIN_PATH) then
+        -- Formats before 3.0 had no '~': Kong 3 reads such paths as regexes.
+        regex, p = true, "~" .. p
+      end
+      out.paths[i] = { value = regex and str_sub(p, 2) or p, regex = regex,
+                       where = r.where(copy_keys(keys, "paths", i)) }
+    end
+  end
+  local names = {}
+  for name in pairs(route.headers or {}) do
+    names[#names + 1] = name
+  end
+  tbl_sort(names)
+  for i, name in ipairs(names) do
+    out.headers[i] = { name = name, values = route.headers[name] }
+  end
+  return out
+end
+
+-- Builds the normalized config from the validated (possibly partial, when
+-- schema errors were found) document, adding cross-entity errors to r.
+local function compile(r, doc, file)
+  local out = {
+    file = file,
+    format_version = doc._format_version,
+    server = doc.server,
+    services = {},
+    routes = {},
+    upstreams = {},
+  }
+
+  -- Server: parse what the schema checked.
+  local server = doc.server
+  if type(server) == "table" then
+    local listens, seen = {}, {}
+    for i, s in ipairs(server.listen or {}) do
+      local l = s and parse_listen(s)
+      if l then
+        local keys = { "server", "listen", i }
+        local id = l.addr .. "|" .. l.port
+        if seen[id] then
+          r.add(keys, "duplicate listen address " .. quote(l.text) .. " (also "
+            .. describe_entry(seen[id]) .. ")")
+        end
+        seen[id] = keys
+        l.where = r.where(keys)
+        listens[#listens + 1] = l
+      end
+    end
+    server.listen = listens
+    local trusted = {}
+    for i, s in ipairs(server.trusted_ips or {}) do
+      local c = s and parse_cidr(s)
+      if c then
+        c.where = r.where({ "server", "trusted_ips", i })
+        trusted[#trusted + 1] = c
+      end
+    end
+    server.trusted_ips = trusted
+  end
+
+  -- Upstreams and their targets.
+  local upstream_by_name, upstream_by_id, upstream_names = {}, {}, {}
+  for i, u in ipairs(doc.upstreams or {}) do
+    if u then
+      local keys = { "upstreams", i }
+      unique(r, upstream_names, u.name, keys, "upstream")
+      local entry = { name = u.name, algorithm = u.algorithm, host_header = u.host_header,
+                      slots = u.slots, targets = {}, keys = keys, seen = {} }
+      out.upstreams[#out.upstreams + 1] = entry
+      entry.index = #out.upstreams
+      if u.name and not upstream_by_name[str_lower(u.name)] then
+        upstream_by_name[str_lower(u.name)] = entry
+      end
+      if u.id then
+        upstream_by_id[u.id] = entry
+      end
+    end
+  end
+
+  local function add_target(entry, t, keys)
+    local host, port = split_host_port(t.target)
+    port = port or DEFAULT_TARGET_PORT
+    local id = str_lower(host) .. "|" .. port
+    if entry.seen[id] then
+      r.add(copy_keys(keys, "target"), "duplicate target " .. quote(t.target) .. " (also "
+        .. describe_entry(entry.seen[id]) .. ")")
+      return
+    end
+    entry.seen[id] = keys
+    entry.targets[#entry.targets + 1] = { host = host, port = port, weight = t.weight,
+                                          where = r.where(copy_keys(keys, "target")) }
+  end
+
+  for i, u in ipairs(doc.upstreams or {}) do
+    if u then
+      local entry = upstream_by_name[u.name and str_lower(u.name)]
+      for j, t in ipairs(u.targets or {}) do
+        if t and t.target and entry then
+          add_target(entry, t, { "upstreams", i, "targets", j })
+        end
+      end
+    end
+  end
+  for i, t in ipairs(doc.targets or {}) do
+    if t then
+      local keys = { "targets", i }
+      if t.upstream == nil then
+        r.add(keys, "a top-level target needs 'upstream: NAME' (or nest it under its upstream)")
+      elseif t.target then
+        local entry, ref = find_ref(t.upstream, upstream_by_name, upstream_by_id)
+        if not entry then
+          r.add(copy_keys(keys, "upstream"), "no upstream named " .. quote(ref))
+        else
+          add_target(entry, t, keys)
+        end
+      end
+    end
+  end
+
+  -- Services.
+  local service_by_name, service_by_id, service_names = {}, {}, {}
+  local services = {}
+  for i, s in ipairs(doc.services or {}) do
+    if s then
+      local keys = { "services", i }
+      unique(r, service_names, s.name, keys, "service")
+      local raw = type(r.doc) == "table" and type(r.doc.services) == "table"
+        and r.doc.services[i]
+      local host_key = (type(raw) == "table" and raw.url ~= nil and raw.url ~= NULL)
+        and "url" or "host"
+      local entry = {
+        name = s.name, protocol = s.protocol, host = s.host, port = s.port, path = s.path,
+        retries = s.retries, connect_timeout = s.connect_timeout,
+        write_timeout = s.write_timeout, read_timeout = s.read_timeout,
+        where = r.where(copy_keys(keys, host_key)), enabled = s.enabled,
+      }
+      local u = s.host and upstream_by_name[str_lower(s.host)]
+      if u then
+        entry.upstream = u.index
+      end
+      services[i] = entry
+      if s.name and not service_by_name[str_lower(s.name)] then
+        service_by_name[str_lower(s.name)] = entry
+      end
+      if s.id then
+        service_by_id[s.id] = entry
+      end
+      if s.enabled ~= false then
+        out.services[#out.services + 1] = entry
+        entry.index = #out.services
+      end
+    end
+  end
+
+  -- Routes: nested ones, then top-level ones, ordered by line in the end.
+  local routes, route_names = {}, {}
+  local function add_route(route, keys, service)
+    unique(r, route_names, route.name, keys, "route")
+    if service and service.enabled ~= false then
+      local c = compile_route(r, route, keys, doc._format_version)
+      c.service = service.index
+      routes[#routes + 1] = { route = c, line = line_of(r.doc, r.lines, keys) or math_huge,
+                              seq = #routes + 1 }
+    end
+  end
+  for i, s in ipairs(doc.services or {}) do
+    if s then
+      for j, route in ipairs(s.routes or {}) do
+        if route then
+          add_route(route, { "services", i, "routes", j }, services[i])
+        end
+      end
+    end
+  end
+  for i, route in ipairs(doc.routes or {}) do
+    if route then
+      local keys = { "routes", i }
+      local raw = type(r.doc.routes) == "table" and r.doc.routes[i]
+      if route.service == nil then
+        if type(raw) ~= "table" or raw.service == nil or raw.service == NULL then
+          r.add(keys, "a top-level route needs 'service: NAME' (or nest it under its service)")
+        end
+        add_route(route, keys, nil)
+      else
+        local service, ref = find_ref(route.service, service_by_name, service_by_id)
+        if not service then
+          r.add(copy_keys(keys, "service"), "no service named " .. quote(ref))
+        end
+        add_route(route, keys, service)
+      end
+    end
+  end
+  tbl_sort(routes, function(a, b)
+    if a.line ~= b.line then
+      return a.line < b.line
+    end
+    return a.seq < b.seq
+  end)
+  for i, x in ipairs(routes) do
+    out.routes[i] = x.route
+  end
+
+  for _, u in ipairs(out.upstreams) do
+    u.keys, u.seen, u.index = nil, nil, nil
+  end
+  for _, s in ipairs(out.services) do
+    s.enabled, s.index = nil, nil
+  end
+  return out
+end
+
+-- Validates a document (as the YAML loader returns it, or a plain table) and
+-- returns the normalized config, or nil, the errors as text (one per line,
+-- "FILE:LINE: PATH: MESSAGE\n") and the errors as a list ({ path, message,
+-- line, keys }). lines is the loader's line table (nil for plain tables:
+-- messages then carry no line); file names the file in messages.
+function _M.validate(doc, lines, file)
+  file = file or "<config>"
+  local r = new_report(doc, lines, file)
+  if doc == nil or doc == NULL then
+    r.add({}, "the file is empty: it needs at least _format_version: \"3.0\"")
+    return nil, r.text(), r.errors
+  end
+  if type(doc) ~= "table" or (doc[1] ~= nil) then
+    r.add({}, "expected a mapping at the top level, got " .. describe(doc))
+    return nil, r.text(), r.errors
+  end
+
+  local valid, errors, partial = schema.validate(document_schema, doc, "")
+  for _, e in ipairs(errors or {}) do
+    local message = e.message
+    if e.path == "_format_version" and type(doc._format_version) == "number" then
+      message = message .. " (quote it: _format_version: \"3.0\")"
+    end
+    r.add(e.keys, message, e.path)
+  end
+  local out = compile(r, valid or partial or {}, file)
+  if #r.errors > 0 then
+    return nil, r.text(), r.errors
+  end
+  return out
+end
+
+-- Reads and validates the YAML file at path; returns as validate, or nil and
+-- the loader's error.
+function _M.load(path)
+  local doc, lines = yaml.load_file(path)
+  if doc == nil then
+    return nil, lines .. "\n", { { message = lines } }
+  end
+  return _M.validate(doc, lines, path)
+end
+
+-- Validates YAML text; name stands for the file in messages. For specs and
+-- tools.
+function _M.load_string(s, name)
+  local doc, lines = yaml.load_string(s, name or "<string>")
+  if doc == nil then
+    return nil, lines .. "\n", { { message = lines } }
+  end
+  return _M.validate(doc, lines, name or "<string>")
+end
+
+_M.parse_url = parse_url
+_M.parse_listen = parse_listen
+_M.parse_cidr = parse_cidr
+_M.is_ipv6 = is_ipv6
+
+return _M
