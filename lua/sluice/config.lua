@@ -816,6 +816,12 @@ local function new_report(doc, lines, file)
     }
   end
 
+  -- "services[0] at line 3", for messages that point at a second place.
+  function r.describe(keys)
+    local line = line_of(r.doc, r.lines, keys)
+    return schema.path_of(keys) .. (line and (" at line " .. line) or "")
+  end
+
   -- "FILE:LINE: PATH", for messages the C side adds.
   function r.where(keys)
     local line = line_of(r.doc, r.lines, keys)
@@ -872,10 +878,6 @@ end
 
 -- Compiling ------------------------------------------------------------------------
 
-local function describe_entry(keys)
-  return schema.path_of(keys)
-end
-
 -- Registers entry under its name in index; reports a duplicate naming both.
 local function unique(r, index, name, keys, what)
   if name == nil then
@@ -885,7 +887,7 @@ local function unique(r, index, name, keys, what)
   local first = index[key]
   if first then
     r.add(copy_keys(keys, "name"), "duplicate " .. what .. " name " .. quote(name)
-      .. " (also " .. describe_entry(first.keys) .. ")")
+      .. " (also " .. r.describe(first.keys) .. ")")
     return
   end
   index[key] = { keys = keys }
@@ -961,7 +963,7 @@ local function compile(r, doc, file)
         local id = l.addr .. "|" .. l.port
         if seen[id] then
           r.add(keys, "duplicate listen address " .. quote(l.text) .. " (also "
-            .. describe_entry(seen[id]) .. ")")
+            .. r.describe(seen[id]) .. ")")
         end
         seen[id] = keys
         l.where = r.where(keys)
@@ -1005,7 +1007,7 @@ local function compile(r, doc, file)
     local id = str_lower(host) .. "|" .. port
     if entry.seen[id] then
       r.add(copy_keys(keys, "target"), "duplicate target " .. quote(t.target) .. " (also "
-        .. describe_entry(entry.seen[id]) .. ")")
+        .. r.describe(entry.seen[id]) .. ")")
       return
     end
     entry.seen[id] = keys

@@ -515,7 +515,7 @@ local function check_attributes(s, v)
       end
     end
     if not found then
-      return nil, "expected one of: " .. join(s.one_of)
+      return nil, "expected one of: " .. join(s.one_of) .. ", got " .. scalar(v)
     end
   end
   if s.not_one_of then

@@ -1,0 +1,536 @@
+-- config_spec.lua: the declarative config: defaults, Kong entities, and errors with file:line:path.
+local config = require("sluice.config")
+
+local FIXTURES = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/fixtures"
+
+-- Loads YAML text; returns the normalized config, or fails showing the errors.
+local function ok(text)
+  local out, err = config.load_string(text, "t.yaml")
+  assert(out, err)
+  return out
+end
+
+-- Loads YAML text that must be refused; returns the error text.
+local function bad(text)
+  local out, err = config.load_string(text, "t.yaml")
+  assert.is_nil(out)
+  assert.is_string(err)
+  return err
+end
+
+local HEAD = '_format_version: "3.0"\n'
+
+describe("sluice.config", function()
+  describe("defaults", function()
+    it("fills server defaults", function()
+      local s = ok(HEAD).server
+      assert.same({ { text = "0.0.0.0:8000", addr = "0.0.0.0", port = 8000, family = 4,
+                      reuseport = false, backlog = 511, where = "t.yaml:1: server.listen[0]" } },
+        s.listen)
+      assert.equal("auto", s.workers)
+      assert.equal("sluice.pid", s.pid_file)
+      assert.equal("stderr", s.error_log)
+      assert.equal("notice", s.log_level)
+      assert.equal("stdout", s.access_log)
+      assert.equal(65536, s.access_log_buffer)
+      assert.equal(8192, s.max_request_line)
+      assert.equal(32768, s.max_header_size)
+      assert.equal(100, s.max_headers)
+      assert.equal(0, s.max_body_size)
+      assert.equal(60000, s.client_header_timeout)
+      assert.equal(60000, s.client_body_timeout)
+      assert.equal(75000, s.keepalive_timeout)
+      assert.equal(1000, s.keepalive_requests)
+      assert.equal(60000, s.send_timeout)
+      assert.equal(10000, s.shutdown_timeout)
+      assert.equal(512, s.upstream_keepalive_pool_size)
+      assert.equal(10000, s.upstream_keepalive_max_requests)
+      assert.equal(60000, s.upstream_keepalive_idle_timeout)
+      assert.same({}, s.trusted_ips)
+    end)
+
+    it("fills service and route defaults", function()
+      local c = ok(HEAD .. [[
+services:
+- name: s
+  host: example.internal
+  routes:
+  - paths: [/]
+]])
+      local s = c.services[1]
+      assert.same({ name = "s", protocol = "http", host = "example.internal", port = 80,
+                    retries = 5, connect_timeout = 60000, write_timeout = 60000,
+                    read_timeout = 60000, where = "t.yaml:4: services[0].host" }, s)
+      local r = c.routes[1]
+      assert.same({ "http", "https" }, r.protocols)
+      assert.equal(0, r.regex_priority)
+      assert.is_true(r.strip_path)
+      assert.is_false(r.preserve_host)
+      assert.equal("v0", r.path_handling)
+      assert.equal(426, r.https_redirect_status_code)
+      assert.equal(1, r.service)
+    end)
+
+    it("treats a null as absent", function()
+      local c = ok(HEAD .. "services:\n- host: h\n  retries: ~\n  path:\n")
+      assert.equal(5, c.services[1].retries)
+      assert.is_nil(c.services[1].path)
+    end)
+
+    it("reads durations and sizes in the server block", function()
+      local s = ok(HEAD .. [[
+server:
+  keepalive_timeout: 5s
+  shutdown_timeout: 1m30s
+  client_header_timeout: 2500
+  max_body_size: 10m
+  max_header_size: 16k
+]]).server
+      assert.equal(5000, s.keepalive_timeout)
+      assert.equal(90000, s.shutdown_timeout)
+      assert.equal(2500, s.client_header_timeout)
+      assert.equal(10 * 1024 * 1024, s.max_body_size)
+      assert.equal(16384, s.max_header_size)
+    end)
+  end)
+
+  describe("services", function()
+    local function service(fields)
+      return ok(HEAD .. "services:\n- " .. fields .. "\n").services[1]
+    end
+
+    it("parses url into protocol, host, port and path", function()
+      local s = service("url: http://api.internal:8080/v1/base")
+      assert.equal("http", s.protocol)
+      assert.equal("api.internal", s.host)
+      assert.equal(8080, s.port)
+      assert.equal("/v1/base", s.path)
+      assert.equal("t.yaml:3: services[0].url", s.where)
+      s = service("url: http://10.1.2.3")
+      assert.equal(80, s.port)
+      assert.is_nil(s.path)
+      s = service("url: \"http://[::1]:9000/\"")
+      assert.equal("::1", s.host)
+      assert.equal(9000, s.port)
+      assert.equal("/", s.path)
+    end)
+
+    it("refuses url next to host, and urls it cannot read", function()
+      assert.equal("t.yaml:3: services[0].url: cannot be combined with 'host': give one or the "
+        .. "other\n", bad(HEAD .. "services:\n- url: http://a\n  host: b\n"))
+      assert.matches("services%[0%]%.url: invalid url \"api%.internal\": expected "
+        .. "scheme://host", bad(HEAD .. "services:\n- url: api.internal\n"))
+      assert.matches("services%[0%]%.url: invalid url .*query string",
+        bad(HEAD .. "services:\n- url: http://a/x?y=1\n"))
+    end)
+
+    it("refuses https and other protocols, saying why", function()
+      assert.equal("t.yaml:3: services[0].url: protocol 'https' is not supported yet: upstream "
+        .. "TLS comes in a later release\n", bad(HEAD .. "services:\n- url: https://a\n"))
+      assert.matches("services%[0%]%.protocol: protocol 'grpc' is not supported",
+        bad(HEAD .. "services:\n- host: a\n  protocol: grpc\n"))
+    end)
+
+    it("needs a host", function()
+      assert.equal("t.yaml:3: services[0].host: a service needs a 'url' or a 'host'\n",
+        bad(HEAD .. "services:\n- name: a\n"))
+    end)
+
+    it("checks ports, paths, retries and timeouts", function()
+      local err = bad(HEAD .. [[
+services:
+- host: a
+  port: 0
+  path: v1
+  retries: 40000
+  connect_timeout: 0
+  read_timeout: "1x"
+]])
+      assert.matches("t.yaml:4: services%[0%]%.port: value should be between 1 and 65535", err)
+      assert.matches("t.yaml:5: services%[0%]%.path: expected a string starting with '/', "
+        .. 'got "v1"', err)
+      assert.matches("t.yaml:6: services%[0%]%.retries: value should be between 0 and 32767",
+        err)
+      assert.matches("t.yaml:7: services%[0%]%.connect_timeout: value should be between 1 and "
+        .. "2147483647 %(milliseconds%)", err)
+      assert.matches('t.yaml:8: services%[0%]%.read_timeout: expected a duration', err)
+    end)
+
+    it("refuses upstream TLS settings", function()
+      assert.matches("services%[0%]%.tls_verify: tls_verify is not supported yet",
+        bad(HEAD .. "services:\n- host: a\n  tls_verify: true\n"))
+    end)
+
+    it("leaves out a disabled service and its routes", function()
+      local c = ok(HEAD .. [[
+services:
+- name: off
+  host: a
+  enabled: false
+  routes: [{ paths: [/off] }]
+- name: on
+  host: b
+  routes: [{ paths: [/on] }]
+routes:
+- service: off
+  paths: [/also-off]
+]])
+      assert.equal(1, #c.services)
+      assert.equal("on", c.services[1].name)
+      assert.equal(1, #c.routes)
+      assert.equal("/on", c.routes[1].paths[1].value)
+      assert.equal(1, c.routes[1].service)
+    end)
+
+    it("uses an upstream whose name is the service's host", function()
+      local c = ok(HEAD .. [[
+upstreams:
+- name: Pool.Internal
+services:
+- host: pool.internal
+- host: other.internal
+]])
+      assert.equal(1, c.services[1].upstream)
+      assert.is_nil(c.services[2].upstream)
+    end)
+  end)
+
+  describe("routes", function()
+    it("normalizes hosts, methods, headers and paths", function()
+      local r = ok(HEAD .. [[
+services:
+- host: a
+  routes:
+  - hosts: [API.Example.COM, "*.example.com", "example.*", "localhost:8000"]
+    methods: [GET, PURGE]
+    headers:
+      X-Version: [V1, "~^v\\d+$"]
+      accept: [json]
+    paths: [/api, "~/users/\\d+$"]
+]]).routes[1]
+      assert.same({ "api.example.com", "*.example.com", "example.*", "localhost:8000" }, r.hosts)
+      assert.same({ "GET", "PURGE" }, r.methods)
+      assert.same({ { name = "accept", values = { "json" } },
+                    { name = "x-version", values = { "v1", "~^v\\d+$" } } }, r.headers)
+      assert.same({ value = "/api", regex = false,
+                    where = "t.yaml:10: services[0].routes[0].paths[0]" }, r.paths[1])
+      assert.same({ value = "/users/\\d+$", regex = true,
+                    where = "t.yaml:10: services[0].routes[0].paths[1]" }, r.paths[2])
+    end)
+
+    it("names the line and path of a bad path", function()
+      assert.equal("t.yaml:9: services[0].routes[1].paths[0]: expected a string starting with "
+        .. "'/' or '~', got \"api\"\n", bad(HEAD .. [[
+services:
+- host: a
+  routes:
+  - paths:
+    - /ok
+  - name: second
+    paths:
+    - api
+]]))
+    end)
+
+    it("refuses bad hosts, methods and headers", function()
+      local err = bad(HEAD .. [[
+services:
+- host: a
+  routes:
+  - hosts: ["*.example.*", "ex*ample.com", "bad host"]
+    methods: [get]
+    headers: { Host: [a] }
+]])
+      assert.matches("routes%[0%]%.hosts%[0%]: invalid wildcard in \"%*%.example%.%*\": must "
+        .. "have at most one wildcard", err)
+      assert.matches("routes%[0%]%.hosts%[1%]: invalid wildcard in \"ex%*ample%.com\": must be "
+        .. "placed at leftmost or rightmost label", err)
+      assert.matches('routes%[0%]%.hosts%[2%]: invalid host "bad host"', err)
+      assert.matches('routes%[0%]%.methods%[0%]: invalid method "get": methods are upper%-case',
+        err)
+      assert.matches("routes%[0%]%.headers%.Host: the Host header is matched with 'hosts'", err)
+    end)
+
+    it("needs one of hosts, paths, methods or headers", function()
+      assert.equal("t.yaml:5: services[0].routes[0]: at least one of these fields must be "
+        .. "non-empty: 'methods', 'hosts', 'headers', 'paths'\n",
+        bad(HEAD .. "services:\n- host: a\n  routes:\n  - name: empty\n"))
+    end)
+
+    it("refuses protocols and stream fields sluice does not route", function()
+      local err = bad(HEAD .. [[
+services:
+- host: a
+  routes:
+  - paths: [/]
+    protocols: [grpc]
+    snis: [a.example.com]
+]])
+      assert.matches('protocols%[0%]: protocol "grpc" is not supported', err)
+      assert.matches("routes%[0%]%.snis: snis are not supported", err)
+    end)
+
+    it("attaches top-level routes to their service by name", function()
+      local c = ok(HEAD .. [[
+services:
+- name: one
+  host: a
+- name: two
+  host: b
+routes:
+- name: by-name
+  service: two
+  paths: [/two]
+- name: by-table
+  service: { name: one }
+  paths: [/one]
+]])
+      assert.equal(2, c.routes[1].service)
+      assert.equal(1, c.routes[2].service)
+    end)
+
+    it("names the route and the service it cannot find", function()
+      local err = bad(HEAD .. [[
+services:
+- name: one
+  host: a
+routes:
+- name: lost
+  service: three
+  paths: [/]
+- name: loose
+  paths: [/]
+]])
+      assert.matches('t.yaml:7: routes%[0%]%.service: no service named "three"', err)
+      assert.matches("t.yaml:9: routes%[1%]: a top%-level route needs 'service: NAME'", err)
+    end)
+
+    it("keeps routes in file order", function()
+      local c = ok(HEAD .. [[
+routes:
+- name: first
+  service: s
+  paths: [/a]
+services:
+- name: s
+  host: a
+  routes:
+  - name: second
+    paths: [/b]
+]])
+      assert.equal("first", c.routes[1].name)
+      assert.equal("second", c.routes[2].name)
+    end)
+
+    it("reads regex-looking paths of older formats as regexes, as Kong 3 does", function()
+      local c = ok([[
+_format_version: "1.1"
+services:
+- host: a
+  routes:
+  - paths: ["/users/\\d+", /plain]
+]])
+      assert.same({ "/users/\\d+", true }, { c.routes[1].paths[1].value,
+                                           c.routes[1].paths[1].regex })
+      assert.is_false(c.routes[1].paths[2].regex)
+    end)
+  end)
+
+  describe("upstreams and targets", function()
+    it("parses targets, nested and top-level", function()
+      local c = ok(HEAD .. [[
+upstreams:
+- name: pool
+  host_header: pool.example.com
+  targets:
+  - target: 10.0.0.1:8080
+  - target: "[::1]"
+    weight: 0
+targets:
+- target: localhost
+  upstream: pool
+]])
+      local u = c.upstreams[1]
+      assert.equal("pool", u.name)
+      assert.equal("round-robin", u.algorithm)
+      assert.equal("pool.example.com", u.host_header)
+      assert.same({ host = "10.0.0.1", port = 8080, weight = 100,
+                    where = "t.yaml:6: upstreams[0].targets[0].target" }, u.targets[1])
+      assert.same({ "::1", 8000, 0 }, { u.targets[2].host, u.targets[2].port,
+                                        u.targets[2].weight })
+      assert.same({ "localhost", 8000 }, { u.targets[3].host, u.targets[3].port })
+    end)
+
+    it("refuses what balancing does not do yet", function()
+      local err = bad(HEAD .. [[
+upstreams:
+- name: a
+  algorithm: least-connections
+- name: b
+  hash_on: ip
+- name: c
+  healthchecks: { active: { healthy: { interval: 5 } } }
+]])
+      assert.matches("upstreams%[0%]%.algorithm: algorithm 'least%-connections' is not "
+        .. "supported yet", err)
+      assert.matches("upstreams%[1%]%.hash_on: hashing on 'ip' is not supported yet", err)
+      assert.matches("upstreams%[2%]%.healthchecks: healthchecks are not supported yet", err)
+    end)
+
+    it("names targets whose upstream is unknown, and duplicates", function()
+      local err = bad(HEAD .. [[
+upstreams:
+- name: pool
+  targets:
+  - target: 10.0.0.1:80
+  - target: 10.0.0.1:80
+targets:
+- target: 10.0.0.2
+  upstream: nowhere
+]])
+      assert.matches('t.yaml:6: upstreams%[0%]%.targets%[1%]%.target: duplicate target '
+        .. '"10%.0%.0%.1:80" %(also upstreams%[0%]%.targets%[0%] at line 5%)', err)
+      assert.matches('t.yaml:9: targets%[0%]%.upstream: no upstream named "nowhere"', err)
+    end)
+  end)
+
+  describe("server", function()
+    it("parses listen addresses and trusted ips", function()
+      local s = ok(HEAD .. [[
+server:
+  listen: ["[::]:8443 reuseport backlog=4096", 127.0.0.1:9000]
+  workers: 3
+  trusted_ips: [10.0.0.0/8, 192.168.1.1, "2001:db8::/32"]
+]]).server
+      assert.same({ "[::]:8443", "::", 8443, 6, true, 4096 }, { s.listen[1].text,
+        s.listen[1].addr, s.listen[1].port, s.listen[1].family, s.listen[1].reuseport,
+        s.listen[1].backlog })
+      assert.same({ "127.0.0.1", 9000, 4 }, { s.listen[2].addr, s.listen[2].port,
+                                             s.listen[2].family })
+      assert.equal(3, s.workers)
+      assert.same({ "10.0.0.0", 8, 4 }, { s.trusted_ips[1].addr, s.trusted_ips[1].prefix,
+                                          s.trusted_ips[1].family })
+      assert.same({ 32, 128 }, { s.trusted_ips[2].prefix + 0, s.trusted_ips[3].prefix + 96 })
+    end)
+
+    it("refuses bad listen addresses, workers and ips", function()
+      local err = bad(HEAD .. [[
+server:
+  listen: ["localhost:80", "0.0.0.0", "1.2.3.4:80 ssl", "1.2.3.4:80 fast"]
+  workers: 0
+  log_level: verbose
+  trusted_ips: ["10.0.0.0/33", "::g"]
+  access_log_buffer: lots
+  admin_listen: 1
+]])
+      assert.matches('server%.listen%[0%]: invalid listen address "localhost:80"', err)
+      assert.matches('server%.listen%[1%]: listen address "0%.0%.0%.0" needs a port', err)
+      assert.matches("server%.listen%[2%]: listen option 'ssl' is not supported yet", err)
+      assert.matches("server%.listen%[3%]: unknown listen option 'fast'", err)
+      assert.matches('server%.workers: expected an integer from 1 to 1024 or "auto", got '
+        .. "number 0", err)
+      assert.matches('server%.log_level: expected one of: err, warn, notice, info, debug, got '
+        .. '"verbose"', err)
+      assert.matches("server%.trusted_ips%[0%]: invalid prefix length", err)
+      assert.matches('server%.trusted_ips%[1%]: invalid address "::g"', err)
+      assert.matches("server%.access_log_buffer: expected a size", err)
+      assert.matches("server%.admin_listen: unknown field 'admin_listen'", err)
+    end)
+  end)
+
+  describe("the document", function()
+    it("needs a supported _format_version", function()
+      assert.equal("t.yaml:1: _format_version: required field missing\n", bad("services: []\n"))
+      assert.equal('t.yaml:1: _format_version: expected one of: 1.1, 2.1, 3.0, got "4.0"\n',
+        bad('_format_version: "4.0"\n'))
+      assert.equal("t.yaml:1: _format_version: expected a string, got number 3 (quote it: "
+        .. '_format_version: "3.0")\n', bad("_format_version: 3.0\n"))
+    end)
+
+    it("refuses unknown keys, with a hint when one is close", function()
+      assert.equal("t.yaml:2: service: unknown field 'service' (did you mean 'services'?)\n",
+        bad(HEAD .. "service: []\n"))
+    end)
+
+    it("refuses plugins, consumers and certificates at any level, unless empty", function()
+      ok(HEAD .. "plugins: []\nconsumers: []\ncertificates: []\n")
+      local err = bad(HEAD .. [[
+plugins:
+- name: rate-limiting
+consumers:
+- username: bob
+certificates:
+- cert: x
+services:
+- host: a
+  plugins: [{ name: cors }]
+  routes:
+  - paths: [/]
+    plugins: [{ name: key-auth }]
+]])
+      assert.matches("t.yaml:2: plugins: plugins are not supported yet %(they come with the "
+        .. "plugin runtime%)", err)
+      assert.matches("t.yaml:4: consumers: consumers are not supported yet", err)
+      assert.matches("t.yaml:6: certificates: certificates are not supported yet", err)
+      assert.matches("t.yaml:10: services%[0%]%.plugins: plugins are not supported yet", err)
+      assert.matches("t.yaml:13: services%[0%]%.routes%[0%]%.plugins: plugins are not "
+        .. "supported yet", err)
+    end)
+
+    it("refuses an empty file and a top level that is not a mapping", function()
+      assert.equal("t.yaml: the file is empty: it needs at least _format_version: \"3.0\"\n",
+        bad(""))
+      assert.equal("t.yaml:1: expected a mapping at the top level, got a list\n", bad("- a\n"))
+    end)
+
+    it("reports every error, one per line, in file order", function()
+      local out, err, errors = config.load(FIXTURES .. "/bad.yaml")
+      assert.is_nil(out)
+      local file = FIXTURES .. "/bad.yaml"
+      assert.equal(table.concat({
+        file .. ':5: services[0].retries: expected an integer, got string "lots"',
+        file .. ":11: services[0].routes[1].paths[0]: expected a string starting with '/' or "
+          .. "'~', got \"api\"",
+        file .. ':13: services[1].name: duplicate service name "api" (also services[0] at '
+          .. "line 3)",
+        file .. ":15: services[1].timeout: unknown field 'timeout'",
+        file .. ':18: routes[0].service: no service named "missing"',
+        file .. ":20: plugins: plugins are not supported yet (they come with the plugin "
+          .. "runtime)",
+        "",
+      }, "\n"), err)
+      assert.equal(6, #errors)
+      assert.equal(11, errors[2].line)
+      assert.equal("services[0].routes[1].paths[0]", errors[2].path)
+    end)
+
+    it("validates plain tables, without lines", function()
+      local out = config.validate({ _format_version = "3.0",
+                                    services = { { name = "s", url = "http://a:81" } } })
+      assert.equal(81, out.services[1].port)
+      local _, err = config.validate({ _format_version = "3.0", services = { { port = 1 } } },
+        nil, "inline")
+      assert.equal("inline: services[0].host: a service needs a 'url' or a 'host'\n", err)
+    end)
+
+    it("loads a real Kong export", function()
+      local c, err = config.load(FIXTURES .. "/kong.yml")
+      assert(c, err)
+      assert.equal(2, #c.services) -- "legacy" is disabled
+      assert.same({ "catalog-read", "catalog-write", "checkout-route", "checkout-health" },
+        { c.routes[1].name, c.routes[2].name, c.routes[3].name, c.routes[4].name })
+      assert.equal(1, c.services[1].upstream)
+      assert.equal(3, #c.upstreams[1].targets)
+      assert.same({ "x-shop-admin", "true" }, { c.routes[2].headers[1].name,
+                                                c.routes[2].headers[1].values[1] })
+    end)
+
+    it("passes the default config", function()
+      local root = FIXTURES:match("^(.-)/?spec/config/fixtures$") or ""
+      local c, err = config.load((root ~= "" and root .. "/" or "") .. "conf/sluice.yaml")
+      assert(c, err)
+      assert.equal("127.0.0.1", c.services[1].host)
+      assert.equal(8080, c.services[1].port)
+    end)
+  end)
+end)
