@@ -11,7 +11,7 @@
 
 /* Debian installs pure-Lua modules and C modules for Lua 5.1 here; LuaJIT
  * loads both (busted, luassert, penlight, cjson, socket). */
-#define DEBIAN_LUA_PATH "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
+#define DEBIAN_LUA_PATH  "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
 #define DEBIAN_LUA_CPATH "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
 
 const char *sl_lua_dir(void)
@@ -29,8 +29,7 @@ lua_State *sl_lua_new(void)
 
     const char *dir = sl_lua_dir();
     lua_getglobal(L, "package");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;./?.lua;./?/init.lua;%s", dir, dir,
-                    DEBIAN_LUA_PATH);
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;./?.lua;./?/init.lua;%s", dir, dir, DEBIAN_LUA_PATH);
     lua_setfield(L, -2, "path");
     lua_pushstring(L, "./?.so;" DEBIAN_LUA_CPATH);
     lua_setfield(L, -2, "cpath");

@@ -1,0 +1,162 @@
+/* config.h: the compiled configuration the core runs on, built from the YAML file. */
+#ifndef SL_CONFIG_H
+#define SL_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "sluice.h"
+
+typedef struct sl_arena_s sl_arena_t;
+typedef struct sl_router_s sl_router_t;
+typedef struct sl_service_s sl_service_t;
+typedef struct sl_upstream_s sl_upstream_t;
+
+typedef struct {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *text; /* "127.0.0.1:8000", as written, for logs and `check` */
+    int backlog;
+    bool reuseport;
+} sl_listen_t;
+
+/* A CIDR block; IPv4 addresses are stored as IPv4-mapped IPv6. */
+typedef struct {
+    uint8_t addr[16];
+    uint8_t prefix; /* 0..128 */
+} sl_cidr_t;
+
+typedef struct {
+    char *host; /* as configured: a name or an address literal */
+    uint16_t port;
+    int weight; /* 0 disables the target */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+} sl_target_t;
+
+enum { SL_LB_ROUND_ROBIN = 0, SL_LB_LEAST_CONN, SL_LB_CONSISTENT_HASH, SL_LB_LATENCY };
+
+struct sl_upstream_s {
+    char *name;
+    int algorithm;     /* SL_LB_* */
+    char *host_header; /* NULL: use the target's host */
+    sl_target_t *targets;
+    size_t ntargets;
+    size_t index; /* position in sl_config_t.upstreams, for per-worker state */
+};
+
+enum { SL_PROTO_HTTP = 0, SL_PROTO_HTTPS = 1 };
+
+struct sl_service_s {
+    char *name;
+    int protocol; /* SL_PROTO_* */
+    char *host;   /* a hostname, an address or an upstream's name */
+    uint16_t port;
+    char *path; /* NULL when the service has no path */
+    size_t path_len;
+    int connect_timeout; /* milliseconds */
+    int write_timeout;
+    int read_timeout;
+    int retries;
+    sl_upstream_t *upstream; /* always set: a plain host gets an implicit one */
+    char *host_header;       /* "host" or "host:port" sent when preserve_host is off */
+    size_t host_header_len;
+    size_t index;
+};
+
+enum { SL_PATH_PREFIX = 0, SL_PATH_REGEX = 1 };
+
+typedef struct {
+    char *value; /* without Kong's '~' for regexes */
+    size_t len;
+    int kind; /* SL_PATH_* */
+} sl_route_path_t;
+
+typedef struct {
+    char *name; /* lower-case */
+    size_t name_len;
+    char **values; /* lower-cased for plain values; "~" prefix kept for regexes */
+    size_t nvalues;
+} sl_route_header_t;
+
+typedef struct sl_route_s {
+    char *name;   /* may be NULL */
+    char **hosts; /* lower-case; "*.example.com", "example.*" or exact, optionally ":port" */
+    size_t nhosts;
+    sl_route_path_t *paths;
+    size_t npaths;
+    unsigned methods;     /* SL_HTTP_* bitmask, 0 = any */
+    char **other_methods; /* methods without an SL_HTTP_* id, upper-case */
+    size_t nother_methods;
+    sl_route_header_t *headers;
+    size_t nheaders;
+    unsigned protocols; /* bit (1 << SL_PROTO_*) */
+    int regex_priority;
+    bool strip_path;
+    bool preserve_host;
+    int path_handling; /* 0 = "v0", 1 = "v1" */
+    int https_redirect_status_code;
+    sl_service_t *service;
+    size_t index; /* position in the file, the final tie-breaker */
+} sl_route_t;
+
+enum { SL_LOG_ERR = 0, SL_LOG_WARN, SL_LOG_NOTICE, SL_LOG_INFO, SL_LOG_DEBUG };
+
+typedef struct {
+    sl_listen_t *listens;
+    size_t nlistens;
+    int workers; /* resolved: never 0 */
+    char *pid_file;
+    char *error_log;  /* a path, or "stderr" */
+    int log_level;    /* SL_LOG_* */
+    char *access_log; /* a path, "stdout", "stderr" or NULL for off */
+    size_t access_log_buffer;
+
+    /* Downstream limits (bytes) and timeouts (milliseconds). */
+    size_t max_request_line;
+    size_t max_header_size;
+    size_t max_headers;
+    uint64_t max_body_size; /* 0 = unlimited */
+    int client_header_timeout;
+    int client_body_timeout;
+    int keepalive_timeout;
+    int keepalive_requests;
+    int send_timeout;
+    int shutdown_timeout;
+
+    /* Upstream keep-alive pool, per worker and target. */
+    int upstream_keepalive_pool_size;
+    int upstream_keepalive_max_requests;
+    int upstream_keepalive_idle_timeout;
+
+    sl_cidr_t *trusted_ips;
+    size_t ntrusted_ips;
+} sl_server_conf_t;
+
+typedef struct sl_config_s {
+    sl_arena_t *arena; /* owns every string and array below */
+    char *file;
+    sl_server_conf_t server;
+    sl_service_t **services;
+    size_t nservices;
+    sl_route_t **routes;
+    size_t nroutes;
+    sl_upstream_t **upstreams; /* named upstreams first, then implicit ones */
+    size_t nupstreams;
+    sl_router_t *router;
+} sl_config_t;
+
+/* Reads, validates and compiles the YAML file at `path`. Returns a config the
+ * caller frees with sl_config_free, or NULL with a human-readable message (one
+ * error per line, each naming the file, line, document path and what was
+ * expected) in a malloc'd *err the caller frees. */
+sl_config_t *sl_config_load(const char *path, char **err);
+
+void sl_config_free(sl_config_t *cf);
+
+/* Writes the one-screen summary `sluice check` prints. */
+void sl_config_summary(const sl_config_t *cf, FILE *out);
+
+#endif

@@ -1,0 +1,1467 @@
+/* proxy.c: request lifecycle: head, routing, upstream request, streaming both ways, keep-alive. */
+#include "proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+
+/* Request states. */
+enum {
+    RQ_CONNECTING = 0, /* waiting for the upstream connect */
+    RQ_SENDING,        /* writing the head and body upstream */
+    RQ_WAITING,        /* request sent (or being sent); waiting for the response */
+    RQ_RESPONDING,     /* response head parsed; streaming the body to the client */
+    RQ_LOCAL,          /* sending a response sluice made itself */
+};
+
+/* Why an upstream exchange failed; decides retries and the status sent. */
+enum {
+    UF_CONNECT = 0,     /* connect refused or unreachable */
+    UF_CONNECT_TIMEOUT, /* connect_timeout */
+    UF_WRITE,           /* writing the request failed */
+    UF_RESET,           /* reset or closed before a complete response head */
+    UF_WRITE_TIMEOUT,
+    UF_READ_TIMEOUT,
+    UF_BAD_RESPONSE, /* not HTTP, or over the limits */
+};
+
+/* Convention: functions in this file return SL_DONE when the request is over,
+ * finished or its connection closed; the caller must then touch neither the
+ * request nor the connection. SL_OK means "in progress, waiting for I/O". */
+
+#define MAX_REQUESTS_FREE 256
+#define IOV_MAX_PROXY     64
+#define LINGER_MS         2000
+
+static const char *const fail_text[] = {
+    "An invalid response was received from the upstream server",
+    "The upstream server is timing out",
+    "An invalid response was received from the upstream server",
+    "An invalid response was received from the upstream server",
+    "The upstream server is timing out",
+    "The upstream server is timing out",
+    "An invalid response was received from the upstream server",
+};
+
+static void upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void request_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static int request_finish(sl_request_t *req);
+static int client_send(sl_request_t *req);
+static int upstream_send(sl_request_t *req);
+static int upstream_read(sl_request_t *req);
+static int connect_upstream(sl_request_t *req);
+static int process_input(sl_conn_t *c);
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* --- request objects ---------------------------------------------------- */
+
+static sl_request_t *request_get(sl_worker_t *w)
+{
+    sl_request_t *req = w->free_reqs;
+    const sl_server_conf_t *s = &w->cf->server;
+    size_t nheaders = SL_MAX(s->max_headers, 100);
+
+    if (req != NULL) {
+        w->free_reqs = req->next_free;
+        w->nfree_reqs--;
+    } else {
+        size_t size = sizeof(*req) + s->max_request_line + 16;
+        size = (size + 15) & ~(size_t)15;
+        req = malloc(size + nheaders * sizeof(sl_http_header_t));
+        if (req == NULL)
+            return NULL;
+        req->headers = (sl_http_header_t *)((char *)req + size);
+        sl_timer_init(&req->timer, request_timer_cb, req);
+    }
+    /* Everything up to the timer is per-request state; the timer survives reuse
+     * so a lazily stopped libev timer never points at freed memory. */
+    sl_http_header_t *headers = req->headers;
+    sl_timer_t timer = req->timer;
+    memset(req, 0, offsetof(sl_request_t, path_buf));
+    req->headers = headers;
+    req->timer = timer;
+    req->timer.ev.data = req;
+    req->peer_index = -1;
+    return req;
+}
+
+static void request_put(sl_worker_t *w, sl_request_t *req)
+{
+    sl_timer_stop(w->loop, &req->timer);
+    sl_buf_put(w, req->out);
+    sl_buf_put(w, req->resp);
+    req->out = req->resp = NULL;
+    if (w->nfree_reqs >= MAX_REQUESTS_FREE) {
+        ev_timer_stop(w->loop, &req->timer.ev);
+        free(req);
+        return;
+    }
+    req->next_free = w->free_reqs;
+    w->free_reqs = req;
+    w->nfree_reqs++;
+}
+
+/* --- small writers -------------------------------------------------------- */
+
+typedef struct {
+    char *p;
+    char *end;
+    int overflow;
+} writer_t;
+
+static void put(writer_t *o, const char *s, size_t n)
+{
+    if (SL_UNLIKELY((size_t)(o->end - o->p) < n)) {
+        o->overflow = 1;
+        return;
+    }
+    memcpy(o->p, s, n);
+    o->p += n;
+}
+
+#define PUT_LIT(o, lit) put((o), lit, sizeof(lit) - 1)
+
+static void put_u64(writer_t *o, uint64_t v)
+{
+    char tmp[24];
+    int i = (int)sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    put(o, tmp + i, sizeof(tmp) - (size_t)i);
+}
+
+static void put_header(writer_t *o, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    put(o, name, nlen);
+    PUT_LIT(o, ": ");
+    put(o, value, vlen);
+    PUT_LIT(o, "\r\n");
+}
+
+/* --- local responses ------------------------------------------------------- */
+
+/* Sends a JSON error of sluice's own and ends the request (or the connection,
+ * when close is set or the request body cannot be skipped). Returns SL_DONE
+ * when the connection was closed. */
+static int respond_error(sl_conn_t *c, sl_request_t *req, int status, const char *message,
+                         int close)
+{
+    sl_worker_t *w = c->w;
+    char body[512];
+    size_t blen = (size_t)snprintf(body, sizeof(body), "{\"message\":\"");
+    blen += sl_json_escape(body + blen, sizeof(body) - blen - 3, message, strlen(message));
+    memcpy(body + blen, "\"}\n", 3);
+    blen += 3;
+
+    if (req == NULL) {
+        /* Errors found before a request object exists (bad head). */
+        req = request_get(w);
+        if (req == NULL) {
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+        req->c = c;
+        c->req = req;
+        req->start = now_seconds();
+        close = 1;
+    }
+    if (!req->body_done)
+        close = 1;
+
+    sl_buf_t *out = req->out;
+    if (out == NULL) {
+        out = req->out = sl_buf_get(w);
+        if (out == NULL) {
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+    }
+    req->status = status;
+    req->keepalive = !close && !c->closing && (req->h.flags & SL_HTTP_F_KEEPALIVE);
+    writer_t o = {out->data, out->data + out->size, 0};
+    char line[64];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
+    put(&o, line, (size_t)n);
+    PUT_LIT(&o, "Content-Type: application/json; charset=utf-8\r\n");
+    PUT_LIT(&o, "Server: sluice/" SL_VERSION "\r\n");
+    PUT_LIT(&o, "Content-Length: ");
+    put_u64(&o, blen);
+    PUT_LIT(&o, "\r\n");
+    if (!req->keepalive)
+        PUT_LIT(&o, "Connection: close\r\n");
+    else if (req->h.version == 10)
+        PUT_LIT(&o, "Connection: keep-alive\r\n");
+    PUT_LIT(&o, "\r\n");
+    if (req->h.method_id != SL_HTTP_HEAD)
+        put(&o, body, blen);
+    out->start = 0;
+    out->end = (size_t)(o.p - out->data);
+    req->out_sent = 0;
+    req->resp_done = 1;
+    req->state = RQ_LOCAL;
+    if (req->up != NULL) {
+        sl_upconn_close(req->up);
+        req->up = NULL;
+    }
+    sl_timer_stop(w->loop, &req->timer);
+    return client_send(req);
+}
+
+/* --- access log ------------------------------------------------------------ */
+
+static void access_log(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    sl_access_log_t *al = &c->w->access_log;
+    if (al->fd < 0)
+        return;
+    size_t plen = req->h.path_len > 2048 ? 2048 : req->h.path_len;
+    size_t need = 512 + plen * 6;
+    char *p = sl_access_log_reserve(al, need);
+    if (p == NULL)
+        return;
+    char *start = p, *end = p + need;
+    double now = now_seconds();
+    time_t secs = (time_t)req->start;
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    p += snprintf(p, (size_t)(end - p),
+                  "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"request_id\":\"%s\","
+                  "\"client_ip\":\"%s\",\"method\":\"",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  (int)((req->start - (double)secs) * 1000), req->id, c->peer_text);
+    p += sl_json_escape(p, (size_t)(end - p), req->h.method, SL_MIN(req->h.method_len, 32));
+    /* The path only: query strings carry API keys and tokens. */
+    p += snprintf(p, (size_t)(end - p), "\",\"path\":\"");
+    p += sl_json_escape(p, (size_t)(end - p), req->h.path, plen);
+    p += snprintf(p, (size_t)(end - p),
+                  "\",\"status\":%d,\"bytes_sent\":%llu,\"request_bytes\":%llu,"
+                  "\"latency_ms\":%.3f,\"upstream_latency_ms\":",
+                  req->status, (unsigned long long)req->bytes_sent,
+                  (unsigned long long)(req->head_len + req->body_bytes),
+                  (now - req->start) * 1000.0);
+    if (req->upstream_header > 0)
+        p += snprintf(p, (size_t)(end - p), "%.3f",
+                      (req->upstream_header - req->upstream_start) * 1000.0);
+    else
+        p += snprintf(p, (size_t)(end - p), "null");
+    p += snprintf(p, (size_t)(end - p), ",\"route\":");
+    if (req->route != NULL && req->route->name != NULL)
+        p += snprintf(p, (size_t)(end - p), "\"%s\"", req->route->name);
+    else
+        p += snprintf(p, (size_t)(end - p), "null");
+    p += snprintf(p, (size_t)(end - p), ",\"service\":");
+    if (req->service != NULL && req->service->name != NULL)
+        p += snprintf(p, (size_t)(end - p), "\"%s\"", req->service->name);
+    else
+        p += snprintf(p, (size_t)(end - p), "null");
+    p += snprintf(p, (size_t)(end - p), ",\"upstream\":");
+    if (req->peer != NULL)
+        p += snprintf(p, (size_t)(end - p), "\"%s:%u\"}\n", req->peer->conf->host,
+                      req->peer->conf->port);
+    else
+        p += snprintf(p, (size_t)(end - p), "null}\n");
+    if (p >= end)
+        return;
+    sl_access_log_commit(al, (size_t)(p - start));
+}
+
+/* --- request head ------------------------------------------------------------ */
+
+static int is_hop_by_hop(const sl_http_header_t *h)
+{
+    const char *n = h->name;
+    size_t l = h->name_len;
+    switch (l) {
+    case 2:
+        return SL_IEQ(n, l, "te");
+    case 6:
+        return SL_IEQ(n, l, "expect");
+    case 7:
+        return SL_IEQ(n, l, "trailer") || SL_IEQ(n, l, "upgrade");
+    case 10:
+        return SL_IEQ(n, l, "connection") || SL_IEQ(n, l, "keep-alive");
+    case 14:
+        return SL_IEQ(n, l, "content-length");
+    case 16:
+        return SL_IEQ(n, l, "proxy-connection");
+    case 17:
+        return SL_IEQ(n, l, "transfer-encoding");
+    }
+    return 0;
+}
+
+/* Is `name` listed in a Connection header (which makes it hop-by-hop)? */
+static int listed_in_connection(const sl_http_header_t *hs, size_t n, const sl_http_header_t *h)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!SL_IEQ(hs[i].name, hs[i].name_len, "connection"))
+            continue;
+        const char *p = hs[i].value, *end = p + hs[i].value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *t = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            if ((size_t)(p - t) == h->name_len && strncasecmp(t, h->name, h->name_len) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int client_trusted(const sl_conn_t *c)
+{
+    const sl_server_conf_t *s = &c->w->cf->server;
+    for (size_t i = 0; i < s->ntrusted_ips; i++) {
+        const sl_cidr_t *r = &s->trusted_ips[i];
+        unsigned bits = r->prefix, full = bits / 8, rest = bits % 8;
+        if (memcmp(r->addr, c->peer, full) != 0)
+            continue;
+        if (rest && ((r->addr[full] ^ c->peer[full]) & (0xff << (8 - rest))) != 0)
+            continue;
+        return 1;
+    }
+    return 0;
+}
+
+/* The upstream path, as Kong builds it from the service path, the route's
+ * strip_path and path_handling (see docs/proxying.md). */
+static void put_upstream_path(writer_t *o, sl_request_t *req)
+{
+    const sl_route_t *rt = req->route;
+    const sl_service_t *svc = req->service;
+    const char *base = svc->path != NULL ? svc->path : "/";
+    size_t blen = svc->path != NULL ? svc->path_len : 1;
+    const char *uri = req->path;
+    size_t ulen = req->path_len;
+    int strip = rt->strip_path && rt->npaths > 0;
+    const char *post = uri + req->m.matched_len;
+    size_t plen = ulen - req->m.matched_len;
+
+    if (strip) {
+        /* Kong sanitizes what is left after the strip: "." and ".." vanish. */
+        if ((plen == 1 && post[0] == '.') || (plen == 2 && post[0] == '.' && post[1] == '.')) {
+            plen = 0;
+        } else if (plen >= 2 && post[0] == '.' && post[1] == '/') {
+            post += 2, plen -= 2;
+        } else if (plen >= 3 && post[0] == '.' && post[1] == '.' && post[2] == '/') {
+            post += 3, plen -= 3;
+        }
+    }
+
+    if (rt->path_handling == 1) {
+        const char *part = strip ? post : uri;
+        size_t len = strip ? plen : ulen;
+        if (blen == 1) {
+            if (len == 0 || part[0] != '/')
+                PUT_LIT(o, "/");
+            put(o, part, len);
+        } else {
+            put(o, base, blen);
+            if (len > 0 && part[0] == '/')
+                put(o, part + 1, len - 1);
+            else
+                put(o, part, len);
+        }
+        return;
+    }
+
+    if (base[blen - 1] == '/') {
+        if (strip) {
+            if (plen == 0) {
+                if (blen == 1)
+                    PUT_LIT(o, "/");
+                else if (uri[ulen - 1] == '/')
+                    put(o, base, blen);
+                else
+                    put(o, base, blen - 1);
+            } else if (post[0] == '/') {
+                put(o, base, blen - 1);
+                put(o, post, plen);
+            } else {
+                put(o, base, blen);
+                put(o, post, plen);
+            }
+        } else {
+            put(o, base, blen);
+            put(o, uri + 1, ulen - 1);
+        }
+    } else if (strip) {
+        put(o, base, blen);
+        if (plen == 0) {
+            if (ulen > 1 && uri[ulen - 1] == '/')
+                PUT_LIT(o, "/");
+        } else {
+            if (post[0] != '/')
+                PUT_LIT(o, "/");
+            put(o, post, plen);
+        }
+    } else {
+        put(o, base, blen);
+        if (!(ulen == 1 && uri[0] == '/'))
+            put(o, uri, ulen);
+    }
+}
+
+/* Writes the request head sluice sends upstream into req->out. */
+static int build_upstream_head(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    const sl_http_request_t *h = &req->h;
+    writer_t o = {req->out->data, req->out->data + req->out->size, 0};
+    int trusted = client_trusted(c);
+    const sl_http_header_t *xff = NULL, *xfproto = NULL, *xfhost = NULL, *xfport = NULL,
+                           *xfpath = NULL, *xrealip = NULL, *host = NULL;
+
+    put(&o, h->method, h->method_len);
+    PUT_LIT(&o, " ");
+    put_upstream_path(&o, req);
+    if (h->query != NULL && h->query_len > 0) {
+        PUT_LIT(&o, "?");
+        put(&o, h->query, h->query_len);
+    }
+    PUT_LIT(&o, " HTTP/1.1\r\n");
+
+    int conn_hdrs = (h->flags & SL_HTTP_F_CONN_HDRS) != 0;
+    for (size_t i = 0; i < h->nheaders; i++) {
+        const sl_http_header_t *hd = &h->headers[i];
+        const char *n = hd->name;
+        size_t l = hd->name_len;
+        if (is_hop_by_hop(hd))
+            continue;
+        if (l == 4 && SL_IEQ(n, l, "host")) {
+            host = hd;
+            continue;
+        }
+        if (l >= 9 && (n[0] == 'x' || n[0] == 'X')) {
+            if (SL_IEQ(n, l, "x-forwarded-for")) {
+                xff = xff ? xff : hd;
+                continue;
+            }
+            if (SL_IEQ(n, l, "x-forwarded-proto")) {
+                xfproto = hd;
+                continue;
+            }
+            if (SL_IEQ(n, l, "x-forwarded-host")) {
+                xfhost = hd;
+                continue;
+            }
+            if (SL_IEQ(n, l, "x-forwarded-port")) {
+                xfport = hd;
+                continue;
+            }
+            if (SL_IEQ(n, l, "x-forwarded-path")) {
+                xfpath = hd;
+                continue;
+            }
+            if (SL_IEQ(n, l, "x-real-ip")) {
+                xrealip = hd;
+                continue;
+            }
+        }
+        if (conn_hdrs && listed_in_connection(h->headers, h->nheaders, hd))
+            continue;
+        put(&o, n, l);
+        PUT_LIT(&o, ": ");
+        put(&o, hd->value, hd->value_len);
+        PUT_LIT(&o, "\r\n");
+    }
+
+    PUT_LIT(&o, "Host: ");
+    if (req->route->preserve_host && host != NULL) {
+        put(&o, host->value, host->value_len);
+    } else if (req->service->host_header != NULL) {
+        put(&o, req->service->host_header, req->service->host_header_len);
+    } else {
+        const sl_target_t *t = req->peer->conf;
+        put(&o, t->host, strlen(t->host));
+        if (t->port != 80) {
+            PUT_LIT(&o, ":");
+            put_u64(&o, t->port);
+        }
+    }
+    PUT_LIT(&o, "\r\n");
+
+    /* X-Forwarded-*: from a trusted proxy, what it says is kept (and the
+     * client appended to X-Forwarded-For); from anyone else, sluice's own view. */
+    PUT_LIT(&o, "X-Real-IP: ");
+    if (trusted && xrealip != NULL)
+        put(&o, xrealip->value, xrealip->value_len);
+    else
+        put(&o, c->peer_text, c->peer_text_len);
+    PUT_LIT(&o, "\r\nX-Forwarded-For: ");
+    if (xff != NULL) {
+        /* Every X-Forwarded-For line, in order, then the client. */
+        for (size_t i = 0; i < h->nheaders; i++) {
+            const sl_http_header_t *hd = &h->headers[i];
+            if (SL_IEQ(hd->name, hd->name_len, "x-forwarded-for")) {
+                put(&o, hd->value, hd->value_len);
+                PUT_LIT(&o, ", ");
+            }
+        }
+    }
+    put(&o, c->peer_text, c->peer_text_len);
+    PUT_LIT(&o, "\r\nX-Forwarded-Proto: ");
+    if (trusted && xfproto != NULL)
+        put(&o, xfproto->value, xfproto->value_len);
+    else
+        PUT_LIT(&o, "http");
+    PUT_LIT(&o, "\r\nX-Forwarded-Host: ");
+    if (trusted && xfhost != NULL) {
+        put(&o, xfhost->value, xfhost->value_len);
+    } else {
+        const char *hv = h->host;
+        size_t hl = h->host_len;
+        /* Without the port, as Kong sends it. */
+        if (hl > 0 && hv[0] == '[') {
+            const char *rb = memchr(hv, ']', hl);
+            if (rb != NULL)
+                hl = (size_t)(rb - hv) + 1;
+        } else {
+            const char *colon = memchr(hv, ':', hl);
+            if (colon != NULL)
+                hl = (size_t)(colon - hv);
+        }
+        put(&o, hv, hl);
+    }
+    PUT_LIT(&o, "\r\nX-Forwarded-Port: ");
+    if (trusted && xfport != NULL)
+        put(&o, xfport->value, xfport->value_len);
+    else
+        put_u64(&o, c->ls->port);
+    PUT_LIT(&o, "\r\nX-Forwarded-Path: ");
+    if (trusted && xfpath != NULL)
+        put(&o, xfpath->value, xfpath->value_len);
+    else
+        put(&o, h->path, h->path_len);
+    PUT_LIT(&o, "\r\n");
+
+    if (h->body == SL_HTTP_BODY_LENGTH) {
+        PUT_LIT(&o, "Content-Length: ");
+        put_u64(&o, (uint64_t)h->content_length);
+        PUT_LIT(&o, "\r\n");
+    } else if (h->body == SL_HTTP_BODY_CHUNKED) {
+        PUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
+    } else if (h->content_length == 0) {
+        PUT_LIT(&o, "Content-Length: 0\r\n");
+    }
+    PUT_LIT(&o, "\r\n");
+    if (o.overflow)
+        return SL_ERROR;
+    req->out->start = 0;
+    req->out->end = (size_t)(o.p - req->out->data);
+    return SL_OK;
+}
+
+static void make_request_id(sl_worker_t *w, sl_request_t *req)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t seq = ++w->request_seq;
+    memcpy(req->id, w->id_prefix, 16);
+    for (int i = 31; i >= 16; i--) {
+        req->id[i] = hex[seq & 15];
+        seq >>= 4;
+    }
+    req->id[32] = '\0';
+}
+
+/* Splits "host[:port]" / "[v6]:port" into the routing host and port. */
+static void split_host(const sl_http_request_t *h, uint16_t default_port, const char **host,
+                       size_t *host_len, uint16_t *port)
+{
+    const char *p = h->host;
+    size_t n = h->host_len;
+    *port = default_port;
+    const char *colon = NULL;
+    if (n > 0 && p[0] == '[') {
+        const char *rb = memchr(p, ']', n);
+        if (rb != NULL && (size_t)(rb - p) + 1 < n && rb[1] == ':')
+            colon = rb + 1;
+    } else {
+        colon = memchr(p, ':', n);
+    }
+    if (colon != NULL) {
+        unsigned v = 0;
+        const char *q = colon + 1;
+        for (; q < p + n && *q >= '0' && *q <= '9' && v < 65536; q++)
+            v = v * 10 + (unsigned)(*q - '0');
+        if (q == p + n && q > colon + 1 && v < 65536)
+            *port = (uint16_t)v;
+        n = (size_t)(colon - p);
+    }
+    *host = p;
+    *host_len = n;
+}
+
+/* A complete head is in c->in[0, head_len): route it and start proxying. */
+static int start_request(sl_conn_t *c, sl_request_t *req)
+{
+    sl_worker_t *w = c->w;
+    const sl_server_conf_t *s = &w->cf->server;
+    sl_http_request_t *h = &req->h;
+
+    c->state = SL_CONN_REQUEST;
+    c->requests++;
+    make_request_id(w, req);
+    req->body_sent = req->body_scan = req->head_len;
+
+    switch (h->body) {
+    case SL_HTTP_BODY_LENGTH:
+        req->body_left = h->content_length;
+        if (s->max_body_size > 0 && (uint64_t)h->content_length > s->max_body_size)
+            return respond_error(c, req, 413, "Request size limit exceeded", 1);
+        break;
+    case SL_HTTP_BODY_CHUNKED:
+        break;
+    default:
+        req->body_done = 1;
+    }
+
+    if (h->path_len > s->max_request_line)
+        return respond_error(c, req, 414, "Request-URI Too Long", 1);
+    int n = sl_router_normalize_path(h->path, h->path_len, req->path_buf);
+    if (n < 0)
+        return respond_error(c, req, 400, "Bad request: malformed percent-encoding in path", 1);
+    req->path = req->path_buf;
+    req->path_len = (size_t)n;
+
+    sl_router_req_t rr;
+    rr.method_id = h->method_id;
+    rr.method = h->method;
+    rr.method_len = h->method_len;
+    split_host(h, c->ls->port, &rr.host, &rr.host_len, &rr.port);
+    rr.path = req->path;
+    rr.path_len = req->path_len;
+    rr.headers = h->headers;
+    rr.nheaders = h->nheaders;
+    rr.protocol = SL_PROTO_HTTP;
+    if (sl_router_match(w->cf->router, &rr, &req->m) != SL_OK)
+        return respond_error(c, req, 404, "no Route matched with those values", 0);
+    req->route = req->m.route;
+    req->service = req->route->service;
+    req->ups = &w->ups[req->service->upstream->index];
+
+    req->out = sl_buf_get(w);
+    if (req->out == NULL)
+        return respond_error(c, req, 500, "An unexpected error occurred", 1);
+
+    if ((h->flags & SL_HTTP_F_EXPECT_100) && !req->body_done && c->in->end == req->head_len) {
+        /* The client waits for this before sending the body; a fresh
+         * connection's socket buffer always takes these few bytes. */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        struct iovec iov = {(void *)cont, sizeof(cont) - 1};
+        size_t written;
+        if (sl_conn_writev(c, &iov, 1, &written) != SL_OK) {
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+    }
+    req->upstream_start = now_seconds();
+    return connect_upstream(req);
+}
+
+/* --- upstream side ------------------------------------------------------------ */
+
+static void request_timer_set(sl_request_t *req, int ms)
+{
+    sl_timer_set(req->c->w->loop, &req->timer, ms);
+}
+
+/* Ends the upstream exchange with a failure: retries elsewhere when the
+ * request allows it, else answers 502/504 (or drops the client connection
+ * when the response had already started). */
+static int upstream_fail(sl_request_t *req, int why, int err)
+{
+    sl_conn_t *c = req->c;
+    sl_upconn_t *u = req->up;
+    int reused = u != NULL && u->reused;
+    int write_side = why == UF_WRITE;
+    const char *method_safe = NULL;
+
+    SL_LOG(SL_LOG_WARN, "upstream %s:%u failed (%s%s%s) for %.*s %.*s",
+           req->peer ? req->peer->conf->host : "?", req->peer ? req->peer->conf->port : 0,
+           why == UF_CONNECT           ? "connect failed"
+           : why == UF_CONNECT_TIMEOUT ? "connect timed out"
+           : why == UF_WRITE           ? "write failed"
+           : why == UF_RESET           ? "connection closed before the response"
+           : why == UF_WRITE_TIMEOUT   ? "write timed out"
+           : why == UF_READ_TIMEOUT    ? "read timed out"
+                                       : "invalid response",
+           err ? ": " : "", err ? strerror(err) : "", (int)req->h.method_len, req->h.method,
+           (int)req->h.path_len, req->h.path);
+
+    if (u != NULL) {
+        sl_upconn_close(u);
+        req->up = NULL;
+    }
+    if (req->ups != NULL && req->peer_index >= 0)
+        req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
+
+    if (req->state == RQ_RESPONDING) {
+        /* Part of the response is out: the client can only see a cut connection. */
+        req->status = req->status ? req->status : 502;
+        sl_conn_close(c);
+        return SL_DONE;
+    }
+
+    int replayable = !req->body_trimmed && (req->body_done || req->h.body == SL_HTTP_BODY_NONE);
+    int idempotent = (req->h.method_id & (SL_HTTP_GET | SL_HTTP_HEAD | SL_HTTP_PUT |
+                                          SL_HTTP_DELETE | SL_HTTP_OPTIONS | SL_HTTP_TRACE)) != 0;
+    int retry = 0;
+    if (!req->resp_bytes_seen && replayable) {
+        if (why == UF_CONNECT || why == UF_CONNECT_TIMEOUT) {
+            /* Nothing reached the upstream: any method can go elsewhere. */
+            retry = req->tries <= req->service->retries;
+            method_safe = "connect";
+        } else if (reused && (why == UF_RESET || why == UF_WRITE) && (idempotent || write_side)) {
+            /* A pooled connection the upstream had closed: one free retry on a
+             * fresh connection, as the request was never processed. */
+            retry = 1;
+            req->tries--;
+            req->bctx.tried &= ~((uint64_t)1 << (req->peer_index & 63));
+            method_safe = "pooled";
+        }
+    }
+    if (retry) {
+        SL_LOG(SL_LOG_INFO, "retrying %.*s %.*s (%s failure)", (int)req->h.method_len,
+               req->h.method, (int)req->h.path_len, req->h.path, method_safe);
+        req->out_sent = 0;
+        req->body_sent = req->head_len;
+        if (req->resp != NULL)
+            req->resp->start = req->resp->end = 0;
+        return connect_upstream(req);
+    }
+    int timeout = why == UF_CONNECT_TIMEOUT || why == UF_READ_TIMEOUT || why == UF_WRITE_TIMEOUT;
+    return respond_error(c, req, timeout ? 504 : 502, fail_text[why], !req->body_done);
+}
+
+static int connect_upstream(sl_request_t *req)
+{
+    sl_worker_t *w = req->c->w;
+    sl_upstream_state_t *ups = req->ups;
+
+    for (;;) {
+        int i = ups->balancer->ops->select(ups->balancer, &req->bctx);
+        if (i < 0 && req->bctx.tried != 0 && req->tries <= req->service->retries) {
+            /* Every target was tried: start over rather than give up early. */
+            req->bctx.tried = 0;
+            i = ups->balancer->ops->select(ups->balancer, &req->bctx);
+        }
+        if (i < 0) {
+            if (req->tries > 0)
+                return respond_error(req->c, req, 502, fail_text[UF_CONNECT], !req->body_done);
+            return respond_error(req->c, req, 503, "failure to get a peer from the ring-balancer",
+                                 !req->body_done);
+        }
+        req->tries++;
+        req->peer_index = i;
+        req->peer = &ups->peers[i];
+        if (i < SL_BALANCER_MAX_TRIED)
+            req->bctx.tried |= (uint64_t)1 << i;
+        /* Rebuilt per try: the Host header can differ between targets. */
+        if (build_upstream_head(req) != SL_OK)
+            return respond_error(req->c, req, 431, "Request Header Fields Too Large", 1);
+
+        sl_upconn_t *u = sl_upconn_get(w, req->peer, req);
+        if (u == NULL) {
+            int err = errno;
+            req->up = NULL;
+            if (upstream_fail(req, UF_CONNECT, err) == SL_DONE)
+                return SL_DONE;
+            /* upstream_fail either retried (recursing into here) or answered. */
+            return SL_OK;
+        }
+        req->up = u;
+        u->requests++;
+        ev_set_cb(&u->io, upstream_io_cb);
+        u->io.data = u;
+        if (!u->connected) {
+            req->state = RQ_CONNECTING;
+            sl_upconn_watch(u, EV_WRITE);
+            request_timer_set(req, req->service->connect_timeout);
+            return SL_OK;
+        }
+        req->state = RQ_SENDING;
+        return upstream_send(req);
+    }
+}
+
+/* Moves newly arrived request-body bytes in c->in into the "ready to send"
+ * range, finding the end of the body. */
+static int scan_body(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    sl_buf_t *in = c->in;
+    if (req->body_done)
+        return SL_OK;
+    if (req->h.body == SL_HTTP_BODY_LENGTH) {
+        size_t avail = in->end - req->body_scan;
+        size_t take = (uint64_t)req->body_left < avail ? (size_t)req->body_left : avail;
+        req->body_scan += take;
+        req->body_left -= (int64_t)take;
+        req->body_bytes += take;
+        if (req->body_left == 0)
+            req->body_done = 1;
+        return SL_OK;
+    }
+    while (req->body_scan < in->end) {
+        const char *data;
+        size_t dlen;
+        int n = sl_http_chunked_parse(&req->chunked, in->data + req->body_scan,
+                                      in->end - req->body_scan, &data, &dlen);
+        if (n < 0)
+            return SL_ERROR;
+        req->body_scan += (size_t)n;
+        if (req->chunked.state == SL_CHUNKED_DONE) {
+            req->body_done = 1;
+            break;
+        }
+        if (n == 0)
+            break;
+    }
+    req->body_bytes = req->chunked.total;
+    uint64_t max = c->w->cf->server.max_body_size;
+    if (max > 0 && req->chunked.total > max)
+        return SL_DECLINED;
+    return SL_OK;
+}
+
+/* Writes the head and whatever body is ready to the upstream. */
+static int upstream_send(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    sl_upconn_t *u = req->up;
+    struct iovec iov[2];
+    int n = 0;
+
+    if (req->out_sent < req->out->end) {
+        iov[n].iov_base = req->out->data + req->out_sent;
+        iov[n++].iov_len = req->out->end - req->out_sent;
+    }
+    if (req->body_sent < req->body_scan) {
+        iov[n].iov_base = c->in->data + req->body_sent;
+        iov[n++].iov_len = req->body_scan - req->body_sent;
+    }
+    if (n > 0) {
+        struct iovec *v = iov;
+        while (n > 0) {
+            ssize_t m = writev(u->fd, v, n);
+            if (m < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN) {
+                    sl_upconn_watch(u, EV_READ | EV_WRITE);
+                    request_timer_set(req, req->service->write_timeout);
+                    return SL_OK;
+                }
+                return upstream_fail(req, UF_WRITE, errno);
+            }
+            size_t done = (size_t)m;
+            size_t head_left = req->out->end - req->out_sent;
+            size_t from_head = done < head_left ? done : head_left;
+            req->out_sent += from_head;
+            req->body_sent += done - from_head;
+            n = sl_iov_advance(&v, n, done);
+        }
+    }
+    sl_upconn_watch(u, EV_READ);
+    req->state = RQ_WAITING;
+
+    if (!req->body_done) {
+        /* Everything read so far went out: reuse the buffer past the head. */
+        sl_buf_t *in = c->in;
+        if (req->body_sent == in->end && in->end > req->head_len) {
+            in->end = req->body_scan = req->body_sent = req->head_len;
+            req->body_trimmed = 1;
+        }
+        if (!(c->events & EV_READ))
+            sl_conn_watch(c, c->events | EV_READ);
+        sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.client_body_timeout);
+    } else {
+        sl_timer_stop(c->w->loop, &c->timer);
+    }
+    if (!req->resp_head_parsed)
+        request_timer_set(req, req->service->read_timeout);
+    return SL_OK;
+}
+
+/* Builds the client's response head from the upstream's into req->out. */
+static int build_response_head(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    const sl_http_response_t *r = &req->r;
+    const sl_server_conf_t *s = &c->w->cf->server;
+    writer_t o = {req->out->data, req->out->data + req->out->size, 0};
+    char line[32];
+
+    req->resp_body = r->body;
+    req->dechunk = r->body == SL_HTTP_BODY_CHUNKED && req->h.version == 10;
+    req->keepalive = (req->h.flags & SL_HTTP_F_KEEPALIVE) && !c->closing && !c->w->shutting_down &&
+                     r->body != SL_HTTP_BODY_CLOSE && !req->dechunk &&
+                     (s->keepalive_requests <= 0 || c->requests < (uint32_t)s->keepalive_requests);
+
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03d ", r->status);
+    put(&o, line, (size_t)n);
+    if (r->reason_len > 0)
+        put(&o, r->reason, r->reason_len);
+    else {
+        const char *reason = sl_http_reason(r->status);
+        put(&o, reason, strlen(reason));
+    }
+    PUT_LIT(&o, "\r\n");
+    int conn_hdrs = (r->flags & SL_HTTP_F_CONN_HDRS) != 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const sl_http_header_t *hd = &r->headers[i];
+        if (is_hop_by_hop(hd) && !SL_IEQ(hd->name, hd->name_len, "content-length"))
+            continue;
+        if (conn_hdrs && listed_in_connection(r->headers, r->nheaders, hd))
+            continue;
+        put_header(&o, hd->name, hd->name_len, hd->value, hd->value_len);
+    }
+    if (r->body == SL_HTTP_BODY_CHUNKED && !req->dechunk)
+        PUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
+    if (!req->keepalive)
+        PUT_LIT(&o, "Connection: close\r\n");
+    else if (req->h.version == 10)
+        PUT_LIT(&o, "Connection: keep-alive\r\n");
+    PUT_LIT(&o, "\r\n");
+    if (o.overflow)
+        return SL_ERROR;
+    req->out->start = 0;
+    req->out->end = (size_t)(o.p - req->out->data);
+    req->out_sent = 0;
+    return SL_OK;
+}
+
+/* Marks response bytes in resp[resp_scan, end) as ready for the client,
+ * finding where the body ends. */
+static int scan_response(sl_request_t *req)
+{
+    sl_buf_t *b = req->resp;
+    switch (req->resp_body) {
+    case SL_HTTP_BODY_NONE:
+        req->resp_done = 1;
+        return SL_OK;
+    case SL_HTTP_BODY_LENGTH: {
+        size_t avail = b->end - req->resp_scan;
+        size_t take = (uint64_t)req->resp_left < avail ? (size_t)req->resp_left : avail;
+        req->resp_scan += take;
+        req->resp_left -= (int64_t)take;
+        if (req->resp_left == 0)
+            req->resp_done = 1;
+        return SL_OK;
+    }
+    case SL_HTTP_BODY_CLOSE:
+        req->resp_scan = b->end;
+        return SL_OK;
+    }
+    if (req->dechunk) {
+        /* HTTP/1.0 client: compact the payload runs in place, dropping the framing. */
+        size_t w = req->resp_scan, r = req->resp_scan;
+        while (r < b->end && req->resp_chunked.state != SL_CHUNKED_DONE) {
+            const char *data;
+            size_t dlen;
+            int n =
+                sl_http_chunked_parse(&req->resp_chunked, b->data + r, b->end - r, &data, &dlen);
+            if (n < 0)
+                return SL_ERROR;
+            if (n == 0)
+                break;
+            if (dlen > 0) {
+                memmove(b->data + w, data, dlen);
+                w += dlen;
+            }
+            r += (size_t)n;
+        }
+        /* Bytes after r are unparsed framing: keep them after the payload. */
+        if (r < b->end && w < r)
+            memmove(b->data + w, b->data + r, b->end - r);
+        b->end -= r - w;
+        req->resp_scan = w;
+    } else {
+        while (req->resp_scan < b->end) {
+            const char *data;
+            size_t dlen;
+            int n = sl_http_chunked_parse(&req->resp_chunked, b->data + req->resp_scan,
+                                          b->end - req->resp_scan, &data, &dlen);
+            if (n < 0)
+                return SL_ERROR;
+            req->resp_scan += (size_t)n;
+            if (n == 0 || req->resp_chunked.state == SL_CHUNKED_DONE)
+                break;
+        }
+    }
+    if (req->resp_chunked.state == SL_CHUNKED_DONE)
+        req->resp_done = 1;
+    return SL_OK;
+}
+
+static int upstream_read(sl_request_t *req)
+{
+    sl_upconn_t *u = req->up;
+    sl_worker_t *w = req->c->w;
+
+    if (req->resp == NULL) {
+        req->resp = sl_buf_get(w);
+        if (req->resp == NULL)
+            return respond_error(req->c, req, 500, "An unexpected error occurred", 1);
+    }
+    sl_buf_t *b = req->resp;
+
+    for (;;) {
+        if (b->end == b->size) {
+            if (!req->resp_head_parsed)
+                return upstream_fail(req, UF_BAD_RESPONSE, 0);
+            /* The client is behind: stop reading until client_send drains. */
+            sl_upconn_watch(u, 0);
+            break;
+        }
+        ssize_t n = read(u->fd, b->data + b->end, b->size - b->end);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            return upstream_fail(req, UF_RESET, errno);
+        }
+        if (n == 0) {
+            if (!req->resp_head_parsed)
+                return upstream_fail(req, UF_RESET, 0);
+            if (req->resp_body == SL_HTTP_BODY_CLOSE) {
+                req->resp_done = 1;
+                req->upstream_ok = 0;
+                break;
+            }
+            if (!req->resp_done)
+                return upstream_fail(req, UF_RESET, 0);
+            break;
+        }
+        req->resp_bytes_seen = 1;
+        b->end += (size_t)n;
+
+        if (!req->resp_head_parsed) {
+            int hn;
+            for (;;) {
+                hn = sl_http_parse_response(b->data + b->start, b->end - b->start, &req->r,
+                                            req->headers, SL_MAX(w->cf->server.max_headers, 100),
+                                            req->h.method_id);
+                if (hn < 0 || req->r.status >= 200 || req->r.status == 101)
+                    break;
+                /* 1xx interim responses are dropped: sluice handled Expect itself. */
+                b->start += (size_t)hn;
+            }
+            if (hn == SL_AGAIN) {
+                if (b->start > 0 && b->start == b->end)
+                    b->start = b->end = 0;
+                continue;
+            }
+            if (hn < 0 || req->r.status == 101)
+                return upstream_fail(req, UF_BAD_RESPONSE, 0);
+            req->resp_head_parsed = 1;
+            req->upstream_header = now_seconds();
+            req->status = req->r.status;
+            req->resp_left = req->r.content_length;
+            req->upstream_ok = (req->r.flags & SL_HTTP_F_KEEPALIVE) != 0;
+            if (build_response_head(req) != SL_OK)
+                return upstream_fail(req, UF_BAD_RESPONSE, 0);
+            req->state = RQ_RESPONDING;
+            req->resp_sent = req->resp_scan = b->start + (size_t)hn;
+            sl_timer_stop(w->loop, &req->timer);
+        }
+        if (scan_response(req) != SL_OK)
+            return upstream_fail(req, UF_BAD_RESPONSE, 0);
+        if (req->resp_done)
+            break;
+    }
+    if (!req->resp_head_parsed)
+        return SL_OK;
+    if (req->resp_done && req->resp_scan < b->end)
+        req->upstream_ok = 0; /* bytes past the response: the connection is not clean */
+    if (!req->resp_done)
+        request_timer_set(req, req->service->read_timeout);
+    return client_send(req);
+}
+
+static void upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    SL_UNUSED(loop);
+    sl_upconn_t *u = io->data;
+    sl_request_t *req = u->req;
+
+    if (req->state == RQ_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err != 0) {
+            upstream_fail(req, UF_CONNECT, err);
+            return;
+        }
+        u->connected = 1;
+        req->state = RQ_SENDING;
+        upstream_send(req);
+        return;
+    }
+    if ((revents & EV_WRITE) && req->state == RQ_SENDING) {
+        if (upstream_send(req) == SL_DONE)
+            return;
+        if (req->up != u)
+            return;
+    }
+    if (revents & EV_READ) {
+        if (req->state == RQ_SENDING || req->state == RQ_WAITING || req->state == RQ_RESPONDING)
+            upstream_read(req);
+    }
+}
+
+static void request_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    SL_UNUSED(revents);
+    sl_request_t *req = t->data;
+    if (!sl_timer_expired(loop, &req->timer))
+        return;
+    switch (req->state) {
+    case RQ_CONNECTING:
+        upstream_fail(req, UF_CONNECT_TIMEOUT, 0);
+        break;
+    case RQ_SENDING:
+        upstream_fail(req, UF_WRITE_TIMEOUT, 0);
+        break;
+    case RQ_WAITING:
+    case RQ_RESPONDING:
+        upstream_fail(req, UF_READ_TIMEOUT, 0);
+        break;
+    default:
+        break;
+    }
+}
+
+/* --- client side ------------------------------------------------------------------ */
+
+/* Sends the response head and ready body bytes to the client. */
+static int client_send(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    struct iovec iov[2];
+    int n = 0;
+
+    if (req->out_sent < req->out->end) {
+        iov[n].iov_base = req->out->data + req->out_sent;
+        iov[n++].iov_len = req->out->end - req->out_sent;
+    }
+    if (req->resp != NULL && req->resp_sent < req->resp_scan) {
+        iov[n].iov_base = req->resp->data + req->resp_sent;
+        iov[n++].iov_len = req->resp_scan - req->resp_sent;
+    }
+    size_t written = 0;
+    int rc = n > 0 ? sl_conn_writev(c, iov, n, &written) : SL_OK;
+    size_t head_left = req->out->end - req->out_sent;
+    size_t from_head = written < head_left ? written : head_left;
+    req->out_sent += from_head;
+    req->resp_sent += written - from_head;
+    req->bytes_sent += written;
+
+    if (rc == SL_ERROR) {
+        req->status = req->status ? req->status : 499;
+        sl_conn_close(c);
+        return SL_DONE;
+    }
+    if (rc == SL_AGAIN) {
+        sl_conn_watch(c, c->events | EV_WRITE);
+        sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.send_timeout);
+        return SL_OK;
+    }
+    if (c->events & EV_WRITE)
+        sl_conn_watch(c, c->events & ~(unsigned)EV_WRITE);
+
+    if (req->resp_done)
+        return request_finish(req);
+
+    /* Everything ready went out: recycle the buffer, keeping any partial
+     * chunk framing not parsed yet, and read more. */
+    sl_buf_t *b = req->resp;
+    if (b != NULL && req->resp_sent == req->resp_scan && req->resp_sent > 0) {
+        memmove(b->data, b->data + req->resp_sent, b->end - req->resp_sent);
+        b->end -= req->resp_sent;
+        b->start = 0;
+        req->resp_sent = req->resp_scan = 0;
+    }
+    if (req->up != NULL && !(req->up->events & EV_READ))
+        sl_upconn_watch(req->up, EV_READ);
+    return SL_OK;
+}
+
+int sl_proxy_client_write(sl_conn_t *c)
+{
+    sl_request_t *req = c->req;
+    if (req == NULL || req->out == NULL) {
+        sl_conn_watch(c, c->events & ~(unsigned)EV_WRITE);
+        return SL_OK;
+    }
+    int rc = client_send(req);
+    if (rc == SL_DONE)
+        return SL_DONE;
+    /* The socket drained: if the upstream was paused because our buffer was
+     * full, pick up what it sent meanwhile. */
+    if (c->req == req && req->up != NULL && req->state == RQ_RESPONDING &&
+        req->resp_sent == req->resp_scan)
+        return upstream_read(req);
+    return SL_OK;
+}
+
+/* Closes after sending, reading (and dropping) what the client still sends for
+ * a moment, so a response is not destroyed by a reset. */
+static int linger(sl_conn_t *c)
+{
+    c->ops->shutdown(c);
+    c->state = SL_CONN_LINGER;
+    if (c->in != NULL)
+        c->in->start = c->in->end = 0;
+    sl_conn_watch(c, EV_READ);
+    sl_timer_set(c->w->loop, &c->timer, LINGER_MS);
+    return SL_OK;
+}
+
+/* The response is out: log, pool the upstream connection, and either wait
+ * for the next request or close. Always returns SL_DONE: the request is gone. */
+static int request_finish(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    sl_worker_t *w = c->w;
+
+    access_log(req);
+    if (req->up != NULL) {
+        int keep = req->upstream_ok && req->resp_done && req->body_done &&
+                   req->body_sent == req->body_scan;
+        sl_upconn_release(req->up, keep);
+        req->up = NULL;
+    }
+    if (req->ups != NULL && req->peer_index >= 0)
+        req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
+
+    int keepalive = req->keepalive && req->body_done && !c->eof;
+    size_t next = req->body_done ? req->body_scan : 0;
+    int unread = !req->body_done || (c->in != NULL && c->in->end > next);
+    c->req = NULL;
+    request_put(w, req);
+
+    if (!keepalive) {
+        if (unread && !c->eof) {
+            linger(c);
+            return SL_DONE;
+        }
+        sl_conn_close(c);
+        return SL_DONE;
+    }
+
+    sl_buf_t *in = c->in;
+    if (in != NULL && next < in->end) {
+        /* A pipelined request follows: move it to the front and go on. */
+        memmove(in->data, in->data + next, in->end - next);
+        in->end -= next;
+        in->start = 0;
+        c->state = SL_CONN_HEAD;
+        if (!(c->events & EV_READ))
+            sl_conn_watch(c, c->events | EV_READ);
+        process_input(c);
+        return SL_DONE;
+    }
+    sl_buf_put(w, in);
+    c->in = NULL;
+    c->state = SL_CONN_IDLE;
+    if (!(c->events & EV_READ))
+        sl_conn_watch(c, c->events | EV_READ);
+    sl_timer_set(w->loop, &c->timer, w->cf->server.keepalive_timeout);
+    return SL_DONE;
+}
+
+/* Parses and starts requests from c->in. */
+static int process_input(sl_conn_t *c)
+{
+    sl_worker_t *w = c->w;
+    const sl_server_conf_t *s = &w->cf->server;
+
+    if (c->state == SL_CONN_REQUEST) {
+        sl_request_t *req = c->req;
+        if (req->body_done) {
+            /* A pipelined request is arriving: keep it for later, but stop
+             * reading when there is no room. */
+            if (c->in->end == c->in->size)
+                sl_conn_watch(c, c->events & ~(unsigned)EV_READ);
+            return SL_OK;
+        }
+        int rc = scan_body(req);
+        if (rc == SL_DECLINED)
+            return respond_error(c, req, 413, "Request size limit exceeded", 1);
+        if (rc != SL_OK)
+            return respond_error(c, req, 400, "Bad request: invalid chunked body", 1);
+        if (req->up != NULL && (req->state == RQ_SENDING || req->state == RQ_WAITING)) {
+            if (!(req->up->events & EV_WRITE))
+                return upstream_send(req);
+        }
+        if (c->in->end == c->in->size)
+            sl_conn_watch(c, c->events & ~(unsigned)EV_READ);
+        return SL_OK;
+    }
+
+    sl_buf_t *in = c->in;
+    sl_http_limits_t limits = {s->max_request_line, s->max_header_size, s->max_headers};
+    sl_request_t *req = request_get(w);
+    if (req == NULL) {
+        sl_conn_close(c);
+        return SL_DONE;
+    }
+    int n = sl_http_parse_request(in->data, in->end, &req->h, req->headers, &limits);
+    if (n == SL_AGAIN) {
+        request_put(w, req);
+        if (c->state == SL_CONN_IDLE) {
+            c->state = SL_CONN_HEAD;
+            sl_timer_set(w->loop, &c->timer, s->client_header_timeout);
+        }
+        if (c->eof) {
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+        return SL_OK;
+    }
+    req->c = c;
+    c->req = req;
+    req->start = now_seconds();
+    if (n < 0) {
+        int status = req->h.error_status ? req->h.error_status : 400;
+        const char *msg = req->h.error ? req->h.error : "Bad request";
+        SL_LOG(SL_LOG_INFO, "client %s sent an invalid request: %s", c->peer_text, msg);
+        req->h.flags = 0;
+        return respond_error(c, req, status, msg, 1);
+    }
+    req->head_len = (size_t)n;
+    if (c->eof && req->h.body != SL_HTTP_BODY_NONE && in->end == (size_t)n) {
+        sl_conn_close(c);
+        return SL_DONE;
+    }
+    int rc = start_request(c, req);
+    if (rc == SL_DONE)
+        return rc;
+    /* Body bytes that came with the head. */
+    if (!req->body_done || in->end > req->head_len) {
+        int brc = scan_body(req);
+        if (brc == SL_DECLINED)
+            return respond_error(c, req, 413, "Request size limit exceeded", 1);
+        if (brc != SL_OK)
+            return respond_error(c, req, 400, "Bad request: invalid chunked body", 1);
+        if (req->up != NULL && req->state != RQ_CONNECTING && !(req->up->events & EV_WRITE) &&
+            req->body_sent < req->body_scan)
+            return upstream_send(req);
+    }
+    return SL_OK;
+}
+
+int sl_proxy_client_read(sl_conn_t *c)
+{
+    sl_worker_t *w = c->w;
+
+    if (c->state == SL_CONN_LINGER) {
+        char scratch[4096];
+        ssize_t n = read(c->fd, scratch, sizeof(scratch));
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+        return SL_OK;
+    }
+    if (c->in == NULL) {
+        c->in = sl_buf_get(w);
+        if (c->in == NULL) {
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+    }
+    sl_buf_t *in = c->in;
+    if (in->end == in->size) {
+        sl_conn_watch(c, c->events & ~(unsigned)EV_READ);
+        return SL_OK;
+    }
+    ssize_t n = c->ops->read(c, in->data + in->end, in->size - in->end);
+    if (n == SL_AGAIN) {
+        if (c->state == SL_CONN_IDLE && in->end == 0) {
+            sl_buf_put(w, in);
+            c->in = NULL;
+        }
+        return SL_OK;
+    }
+    if (n <= 0) {
+        /* EOF or error. Idle or mid-head: just close. Mid-request: the client
+         * gave up, so the upstream exchange is dropped too. */
+        if (c->state != SL_CONN_REQUEST || n < 0 || !c->req->body_done) {
+            if (c->req != NULL && c->req->status == 0)
+                c->req->status = 499;
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+        c->eof = 1;
+        sl_conn_watch(c, c->events & ~(unsigned)EV_READ);
+        return SL_OK;
+    }
+    in->end += (size_t)n;
+    return process_input(c);
+}
+
+void sl_proxy_client_timeout(sl_conn_t *c)
+{
+    sl_request_t *req = c->req;
+    switch (c->state) {
+    case SL_CONN_HEAD:
+        if (c->in != NULL && c->in->end > 0) {
+            respond_error(c, NULL, 408, "Request timeout", 1);
+            return;
+        }
+        sl_conn_close(c);
+        return;
+    case SL_CONN_REQUEST:
+        if (req != NULL && !req->body_done && req->state != RQ_RESPONDING &&
+            req->state != RQ_LOCAL && req->out_sent == req->out->end) {
+            respond_error(c, req, 408, "Request timeout", 1);
+            return;
+        }
+        if (req != NULL && req->body_done && !(c->events & EV_WRITE))
+            return; /* waiting on the upstream: its own timer decides */
+        SL_LOG(SL_LOG_INFO, "client %s timed out", c->peer_text);
+        sl_conn_close(c);
+        return;
+    default:
+        sl_conn_close(c);
+    }
+}
+
+void sl_proxy_abort(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    if (req->status == 0)
+        req->status = 499;
+    if (req->state != RQ_LOCAL || req->route != NULL)
+        access_log(req);
+    if (req->up != NULL) {
+        sl_upconn_close(req->up);
+        req->up = NULL;
+    }
+    if (req->ups != NULL && req->peer_index >= 0)
+        req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
+    c->req = NULL;
+    request_put(c->w, req);
+}

@@ -1,0 +1,84 @@
+/* proxy.h: the life of a proxied request, from the parsed head to the last response byte. */
+#ifndef SL_PROXY_H
+#define SL_PROXY_H
+
+#include "balancer.h"
+#include "conn.h"
+#include "http_parser.h"
+#include "router.h"
+#include "upstream.h"
+
+struct sl_request_s {
+    sl_conn_t *c;
+    sl_upconn_t *up;
+    sl_request_t *next_free;
+    sl_timer_t timer; /* upstream connect/write/read timeouts */
+
+    sl_http_request_t h;
+    sl_router_match_t m;
+    const sl_route_t *route;
+    const sl_service_t *service;
+    sl_upstream_state_t *ups;
+    sl_peer_t *peer;
+    int peer_index;
+    sl_balancer_ctx_t bctx;
+    int tries;
+    int state;
+
+    /* Request body: c->in[body_start, body_scan) is body seen so far, of
+     * which [body_start, body_sent) went upstream. */
+    size_t head_len;
+    size_t body_sent;
+    size_t body_scan;
+    int64_t body_left; /* Content-Length bodies */
+    sl_http_chunked_t chunked;
+    uint64_t body_bytes;
+    unsigned body_done : 1;
+    unsigned body_trimmed : 1; /* sent body bytes were dropped: no replay */
+
+    /* Response. */
+    sl_buf_t *out; /* the upstream request head, later the client response head */
+    size_t out_sent;
+    sl_buf_t *resp; /* upstream bytes; resp[resp_sent, resp_scan) are ready for the client */
+    size_t resp_sent;
+    size_t resp_scan;
+    sl_http_response_t r;
+    int status;
+    int resp_body;
+    int64_t resp_left;
+    sl_http_chunked_t resp_chunked;
+    unsigned resp_head_parsed : 1;
+    unsigned resp_done : 1;
+    unsigned dechunk : 1;     /* HTTP/1.0 client: send chunked payload raw, close after */
+    unsigned keepalive : 1;   /* keep the client connection after this response */
+    unsigned upstream_ok : 1; /* the upstream connection may be pooled afterwards */
+    unsigned resp_bytes_seen : 1;
+    uint64_t bytes_sent;
+
+    double start;           /* when the head was complete */
+    double upstream_start;  /* when the first upstream connection was asked for */
+    double upstream_header; /* when the response head arrived */
+    char id[33];
+
+    char *path; /* the normalized path (path_buf) */
+    size_t path_len;
+    sl_http_header_t *headers; /* max_headers entries, shared by request and response */
+    char path_buf[];
+};
+
+/* Reads from the client; the connection's watcher calls it. Returns SL_DONE
+ * when the current request ended (finished or the connection closed): the
+ * caller must not touch c afterwards. */
+int sl_proxy_client_read(sl_conn_t *c);
+
+/* Continues sending to the client when its socket drains. Returns as
+ * sl_proxy_client_read. */
+int sl_proxy_client_write(sl_conn_t *c);
+
+/* Client timer fired (header, body, send or keep-alive timeout). */
+void sl_proxy_client_timeout(sl_conn_t *c);
+
+/* Frees what a request holds when its connection goes away. */
+void sl_proxy_abort(sl_request_t *req);
+
+#endif

@@ -1,0 +1,64 @@
+/* upstream.h: connections to upstream targets and the per-worker keep-alive pool. */
+#ifndef SL_UPSTREAM_H
+#define SL_UPSTREAM_H
+
+#include <ev.h>
+
+#include "config.h"
+#include "conn.h"
+
+typedef struct sl_balancer_s sl_balancer_t;
+typedef struct sl_upconn_s sl_upconn_t;
+
+/* Per-worker state of one target. */
+typedef struct {
+    const sl_target_t *conf;
+    sl_queue_t idle; /* pooled connections, most recently used first */
+    int nidle;
+    int active; /* connections serving a request now */
+} sl_peer_t;
+
+/* Per-worker state of one upstream. */
+typedef struct {
+    const sl_upstream_t *conf;
+    sl_peer_t *peers; /* one per target, same order */
+    size_t npeers;
+    sl_balancer_t *balancer;
+} sl_upstream_state_t;
+
+struct sl_upconn_s {
+    ev_io io;
+    sl_timer_t timer; /* idle timeout while pooled */
+    sl_queue_t link;  /* in peer->idle while pooled */
+    sl_worker_t *w;
+    sl_peer_t *peer;
+    sl_request_t *req; /* the request using it; NULL while pooled */
+    int fd;
+    unsigned events;
+    uint32_t requests; /* requests sent over this connection */
+    unsigned connected : 1;
+    unsigned reused : 1; /* taken from the pool for the current request */
+};
+
+/* Builds the per-worker state of every upstream in cf. Returns NULL when out of memory. */
+sl_upstream_state_t *sl_upstreams_create(sl_worker_t *w, const sl_config_t *cf);
+void sl_upstreams_destroy(sl_upstream_state_t *ups, size_t n);
+
+/* Returns a pooled connection to peer, or starts a new non-blocking connect.
+ * *reused says which. Returns NULL with errno set when the socket cannot be
+ * created or connect fails at once. The connection belongs to req. */
+sl_upconn_t *sl_upconn_get(sl_worker_t *w, sl_peer_t *peer, sl_request_t *req);
+
+/* Returns u to its peer's pool if it may be reused (keepalive, under
+ * max_requests, pool not full), else closes it. */
+void sl_upconn_release(sl_upconn_t *u, int keepalive);
+
+/* Closes u for good. */
+void sl_upconn_close(sl_upconn_t *u);
+
+void sl_upconn_watch(sl_upconn_t *u, unsigned events);
+
+/* Closes every pooled connection of the worker (shutdown). */
+void sl_upstreams_close_idle(sl_upstream_state_t *ups, size_t n);
+
+#endif
