@@ -489,7 +489,7 @@ local server_schema = {
     { client_header_timeout = server_duration("60s", 1, "Time to receive a request head.") },
     { client_body_timeout = server_duration("60s", 1, "Time between two body reads.") },
     { keepalive_timeout = server_duration("75s", 0,
-        "Idle time of a client keep-alive connection; 0 disables keep-alive.") },
+        "Idle time of a client keep-alive connection; 0 closes it at once.") },
     { keepalive_requests = { type = "integer", default = 1000, between = { 1, INT32_MAX },
                              description = "Requests served on one client connection." } },
     { send_timeout = server_duration("60s", 1, "Time between two writes to a client.") },
