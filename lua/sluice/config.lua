@@ -572,6 +572,9 @@ local function route_fields(top_level)
   if top_level then
     fields[#fields + 1] = { service = { type = "any", custom = check_ref,
                                         description = "The service's name, { name } or { id }." } }
+  else
+    fields[#fields + 1] = { service = unsupported("Only for top-level routes.",
+      "a route nested under a service belongs to that service: remove 'service'") }
   end
   return {
     type = "record",

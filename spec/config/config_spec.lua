@@ -289,6 +289,18 @@ routes:
       assert.equal(1, c.routes[2].service)
     end)
 
+    it("refuses a service named in a nested route", function()
+      assert.equal("t.yaml:6: services[0].routes[0].service: a route nested under a service "
+        .. "belongs to that service: remove 'service'\n", bad(HEAD .. [[
+services:
+- name: s
+  host: a
+  routes:
+  - service: s
+    paths: [/]
+]]))
+    end)
+
     it("names the route and the service it cannot find", function()
       local err = bad(HEAD .. [[
 services:
