@@ -76,21 +76,18 @@ int sl_lua_run_busted(int argc, char **argv)
     }
     lua_setglobal(L, "arg");
 
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "busted.runner");
-    if (sl_lua_pcall(L, 1, 1) != SL_OK) {
-        fprintf(stderr, "sluice test: could not load busted (apt-get install lua-busted): %s\n",
-                lua_tostring(L, -1));
-        lua_close(L);
-        return 1;
-    }
-    lua_createtable(L, 0, 1);
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "standalone");
-    /* busted calls os.exit itself when the run ends. */
-    int rc = sl_lua_pcall(L, 1, 0);
+    /* busted's runner inspects its caller with debug.getinfo, so it must be
+     * called from a Lua chunk, not straight from C. */
+    static const char chunk[] = "require('busted.runner')({ standalone = false })";
+    int rc = luaL_loadbuffer(L, chunk, sizeof(chunk) - 1, "@sluice");
+    if (rc == 0)
+        rc = sl_lua_pcall(L, 0, 0);
+    else
+        rc = SL_ERROR;
+    /* busted ends the process itself (os.exit with its result) when the run completes. */
     if (rc != SL_OK)
-        fprintf(stderr, "sluice test: %s\n", lua_tostring(L, -1));
+        fprintf(stderr, "sluice test: could not run busted (apt-get install lua-busted): %s\n",
+                lua_tostring(L, -1));
     lua_close(L);
     return rc == SL_OK ? 0 : 1;
 }
