@@ -214,7 +214,7 @@ static void compile_server(loader_t *ld, int t)
         char *where = get_str(ld, e, "where", NULL);
         li->text = get_str(ld, e, "text", NULL);
         li->backlog = (int)get_num(ld, e, "backlog", 511);
-        li->reuseport = get_bool(ld, e, "reuseport", false);
+        li->reuseport = get_bool(ld, e, "reuseport", true);
         uint16_t port = (uint16_t)get_num(ld, e, "port", 0);
         if (addr == NULL || make_sockaddr(addr, port, &li->addr, &li->addrlen) != SL_OK)
             add_error(ld, "%s: invalid listen address", where != NULL ? where : ld->cf->file);
@@ -770,7 +770,7 @@ static void summary_server(const sl_config_t *cf, FILE *out)
     fprintf(out, "  %-11s", "listen");
     for (size_t i = 0; i < s->nlistens; i++)
         fprintf(out, "%s%s%s", i > 0 ? ", " : "", s->listens[i].text,
-                s->listens[i].reuseport ? " (reuseport)" : "");
+                s->listens[i].reuseport ? "" : " (no_reuseport)");
     fprintf(out, "\n  %-11s%d\n", "workers", s->workers);
     fprintf(out, "  %-11s%s\n", "pid file", s->pid_file);
     fprintf(out, "  %-11serror %s (%s), access %s\n", "logs", s->error_log,

@@ -108,6 +108,17 @@ static int daemonize(void)
     return SL_OK;
 }
 
+static void close_listeners(int **fds, int nsets, size_t nl)
+{
+    for (int i = 0; i < nsets; i++) {
+        for (size_t j = 0; fds[i] != NULL && j < nl; j++) {
+            if (fds[i][j] >= 0)
+                close(fds[i][j]);
+            fds[i][j] = -1;
+        }
+    }
+}
+
 static pid_t spawn(const sl_config_t *cf, int id, int **fds, size_t nfds_per_worker, int shared)
 {
     pid_t pid = fork();
@@ -229,6 +240,9 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
                 for (int i = 0; i < nworkers; i++)
                     if (slots[i].pid > 0)
                         kill(slots[i].pid, fast ? SIGQUIT : SIGTERM);
+                /* Once the workers close theirs too, new connections are refused
+                 * rather than left waiting in a backlog nobody accepts from. */
+                close_listeners(fds, nsets, nl);
             }
         } else if (sig == SIGHUP) {
             sl_log(SL_LOG_NOTICE, "SIGHUP: hot reload is not available in this version; "
@@ -288,11 +302,10 @@ stop:
 done:
     if (pid_written)
         unlink(s->pid_file);
-    for (int i = 0; fds != NULL && i < nsets; i++) {
-        for (size_t j = 0; fds[i] != NULL && j < nl; j++)
-            if (fds[i][j] >= 0)
-                close(fds[i][j]);
-        free(fds[i]);
+    if (fds != NULL) {
+        close_listeners(fds, nsets, nl);
+        for (int i = 0; i < nsets; i++)
+            free(fds[i]);
     }
     free(fds);
     free(slots);

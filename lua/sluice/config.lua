@@ -155,7 +155,9 @@ local function split_host_port(s)
   return host, port
 end
 
--- Parses "ADDR:PORT [reuseport] [backlog=N]". Returns a listen table or nil, err.
+-- Parses "ADDR:PORT [reuseport|no_reuseport] [backlog=N]". SO_REUSEPORT is on by
+-- default: each worker gets its own socket and the kernel spreads connections.
+-- Returns a listen table or nil, err.
 local function parse_listen(s)
   local words = {}
   for w in str_gmatch(s, "%S+") do
@@ -176,13 +178,15 @@ local function parse_listen(s)
   if not port then
     return nil, "listen address " .. quote(words[1]) .. " needs a port, like \"0.0.0.0:8000\""
   end
-  local l = { text = words[1], addr = host, port = port, family = family, reuseport = false,
+  local l = { text = words[1], addr = host, port = port, family = family, reuseport = true,
               backlog = DEFAULT_BACKLOG }
   for i = 2, #words do
     local w = words[i]
     local backlog = str_match(w, "^backlog=(%d+)$")
     if w == "reuseport" then
       l.reuseport = true
+    elseif w == "no_reuseport" then
+      l.reuseport = false
     elseif backlog then
       l.backlog = tonumber(backlog)
       if l.backlog < 1 or l.backlog > 65535 then
@@ -192,7 +196,7 @@ local function parse_listen(s)
         or w == "bind" or str_find(w, "^ipv6only=") or str_find(w, "^so_keepalive=") then
       return nil, "listen option '" .. w .. "' is not supported yet"
     else
-      return nil, "unknown listen option '" .. w .. "' (known: reuseport, backlog=N)"
+      return nil, "unknown listen option '" .. w .. "' (known: reuseport, no_reuseport, backlog=N)"
     end
   end
   return l

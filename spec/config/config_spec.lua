@@ -25,7 +25,7 @@ describe("sluice.config", function()
     it("fills server defaults", function()
       local s = ok(HEAD).server
       assert.same({ { text = "0.0.0.0:8000", addr = "0.0.0.0", port = 8000, family = 4,
-                      reuseport = false, backlog = 511, where = "t.yaml:1: server.listen[0]" } },
+                      reuseport = true, backlog = 511, where = "t.yaml:1: server.listen[0]" } },
         s.listen)
       assert.equal("auto", s.workers)
       assert.equal("sluice.pid", s.pid_file)
@@ -410,15 +410,15 @@ targets:
     it("parses listen addresses and trusted ips", function()
       local s = ok(HEAD .. [[
 server:
-  listen: ["[::]:8443 reuseport backlog=4096", 127.0.0.1:9000]
+  listen: ["[::]:8443 reuseport backlog=4096", "127.0.0.1:9000 no_reuseport"]
   workers: 3
   trusted_ips: [10.0.0.0/8, 192.168.1.1, "2001:db8::/32"]
 ]]).server
       assert.same({ "[::]:8443", "::", 8443, 6, true, 4096 }, { s.listen[1].text,
         s.listen[1].addr, s.listen[1].port, s.listen[1].family, s.listen[1].reuseport,
         s.listen[1].backlog })
-      assert.same({ "127.0.0.1", 9000, 4 }, { s.listen[2].addr, s.listen[2].port,
-                                             s.listen[2].family })
+      assert.same({ "127.0.0.1", 9000, 4, false }, { s.listen[2].addr, s.listen[2].port,
+                                                    s.listen[2].family, s.listen[2].reuseport })
       assert.equal(3, s.workers)
       assert.same({ "10.0.0.0", 8, 4 }, { s.trusted_ips[1].addr, s.trusted_ips[1].prefix,
                                           s.trusted_ips[1].family })
