@@ -11,16 +11,16 @@ failed=0
 failures=""
 
 stage() {
-    name=$1
+    stage_name=$1
     shift
-    echo "==> $name"
+    echo "==> $stage_name"
     if "$@"; then
         passed=$((passed + 1))
-        echo "==> $name: ok"
+        echo "==> $stage_name: ok"
     else
         failed=$((failed + 1))
-        failures="$failures $name"
-        echo "==> $name: FAILED"
+        failures="$failures $stage_name"
+        echo "==> $stage_name: FAILED"
     fi
 }
 

@@ -1,0 +1,52 @@
+/* config.c: libFuzzer target for the YAML loader and the config validator. */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "sl_lua.h"
+#include "sluice.h"
+
+static lua_State *L;
+static int ref_load_string = LUA_NOREF;
+
+static void init(void)
+{
+    L = sl_lua_new();
+    if (L == NULL)
+        abort();
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "sluice.config");
+    if (sl_lua_pcall(L, 1, 1) != SL_OK) {
+        fprintf(stderr, "fuzz: cannot load sluice.config: %s\n", lua_tostring(L, -1));
+        abort();
+    }
+    lua_getfield(L, -1, "load_string");
+    ref_load_string = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+}
+
+/* Whatever the bytes, load_string must return a config or nil and a message:
+ * a Lua error escaping it is a bug (it would crash `sluice check`). */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static unsigned runs;
+    if (L == NULL)
+        init();
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref_load_string);
+    lua_pushlstring(L, (const char *)data, size);
+    lua_pushstring(L, "fuzz.yaml");
+    if (sl_lua_pcall(L, 2, 2) != SL_OK) {
+        fprintf(stderr, "config validation raised: %s\n", lua_tostring(L, -1));
+        abort();
+    }
+    if (lua_isnil(L, -2) && !lua_isstring(L, -1)) {
+        fprintf(stderr, "config validation failed without a message\n");
+        abort();
+    }
+    lua_settop(L, 0);
+    if (++runs % 256 == 0)
+        lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
