@@ -710,8 +710,10 @@ static int upstream_fail(sl_request_t *req, int why, int err)
         sl_upconn_close(u);
         req->up = NULL;
     }
-    if (req->ups != NULL && req->peer_index >= 0)
+    if (req->ups != NULL && req->peer_index >= 0) {
         req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
+        req->peer_index = -1;
+    }
 
     if (req->state == RQ_RESPONDING) {
         /* Part of the response is out: the client can only see a cut connection. */
@@ -734,7 +736,7 @@ static int upstream_fail(sl_request_t *req, int why, int err)
              * fresh connection, as the request was never processed. */
             retry = 1;
             req->tries--;
-            req->bctx.tried &= ~((uint64_t)1 << (req->peer_index & 63));
+            req->bctx.tried &= ~((uint64_t)1 << ((req->peer - req->ups->peers) & 63));
             method_safe = "pooled";
         }
     }
@@ -1093,8 +1095,12 @@ static int upstream_read(sl_request_t *req)
         return SL_OK;
     if (req->resp_done && req->resp_scan < b->end)
         req->upstream_ok = 0; /* bytes past the response: the connection is not clean */
-    if (!req->resp_done)
+    /* read_timeout runs while sluice waits for the upstream, not while the
+     * upstream waits for a slow client. */
+    if (!req->resp_done && (u->events & EV_READ))
         request_timer_set(req, req->service->read_timeout);
+    else
+        sl_timer_stop(w->loop, &req->timer);
     return client_send(req);
 }
 
@@ -1202,8 +1208,10 @@ static int client_send(sl_request_t *req)
         b->start = 0;
         req->resp_sent = req->resp_scan = 0;
     }
-    if (req->up != NULL && !(req->up->events & EV_READ))
+    if (req->up != NULL && !(req->up->events & EV_READ)) {
         sl_upconn_watch(req->up, EV_READ);
+        request_timer_set(req, req->service->read_timeout);
+    }
     return SL_OK;
 }
 
