@@ -32,8 +32,9 @@ typedef struct {
      * [captures[2i], captures[2i+1]); -1 when the group did not take part. */
     int ncaptures;
     int captures[2 * SL_ROUTER_MAX_CAPTURES];
-    /* Named groups of the matched regex ("name" -> group number), owned by the
-     * router; NULL when there are none. */
+    /* Names of the matched regex's groups: capture_names[i] names group i
+     * (NULL for unnamed groups), ncaptures entries and then a NULL; owned by
+     * the router. NULL when the regex has no named groups. */
     const char *const *capture_names;
 } sl_router_match_t;
 
