@@ -123,6 +123,8 @@ typedef struct {
 
 static void put(writer_t *o, const char *s, size_t n)
 {
+    if (n == 0)
+        return;
     if (SL_UNLIKELY((size_t)(o->end - o->p) < n)) {
         o->overflow = 1;
         return;
@@ -522,10 +524,10 @@ static int build_upstream_head(sl_request_t *req)
         put(&o, xfproto->value, xfproto->value_len);
     else
         PUT_LIT(&o, "http");
-    PUT_LIT(&o, "\r\nX-Forwarded-Host: ");
+    PUT_LIT(&o, "\r\n");
     if (trusted && xfhost != NULL) {
-        put(&o, xfhost->value, xfhost->value_len);
-    } else {
+        put_header(&o, "X-Forwarded-Host", 16, xfhost->value, xfhost->value_len);
+    } else if (h->host_len > 0) {
         const char *hv = h->host;
         size_t hl = h->host_len;
         /* Without the port, as Kong sends it. */
@@ -538,9 +540,9 @@ static int build_upstream_head(sl_request_t *req)
             if (colon != NULL)
                 hl = (size_t)(colon - hv);
         }
-        put(&o, hv, hl);
+        put_header(&o, "X-Forwarded-Host", 16, hv, hl);
     }
-    PUT_LIT(&o, "\r\nX-Forwarded-Port: ");
+    PUT_LIT(&o, "X-Forwarded-Port: ");
     if (trusted && xfport != NULL)
         put(&o, xfport->value, xfport->value_len);
     else
@@ -593,7 +595,7 @@ static void split_host(const sl_http_request_t *h, uint16_t default_port, const 
         const char *rb = memchr(p, ']', n);
         if (rb != NULL && (size_t)(rb - p) + 1 < n && rb[1] == ':')
             colon = rb + 1;
-    } else {
+    } else if (n > 0) {
         colon = memchr(p, ':', n);
     }
     if (colon != NULL) {
@@ -868,6 +870,7 @@ static int upstream_send(sl_request_t *req)
                 if (errno == EINTR)
                     continue;
                 if (errno == EAGAIN) {
+                    req->state = RQ_SENDING;
                     sl_upconn_watch(u, EV_READ | EV_WRITE);
                     request_timer_set(req, req->service->write_timeout);
                     return SL_OK;
@@ -883,7 +886,8 @@ static int upstream_send(sl_request_t *req)
         }
     }
     sl_upconn_watch(u, EV_READ);
-    req->state = RQ_WAITING;
+    if (req->state == RQ_SENDING)
+        req->state = RQ_WAITING;
 
     if (!req->body_done) {
         /* Everything read so far went out: reuse the buffer past the head. */
