@@ -278,8 +278,27 @@ function _M.exit_code(s, seconds)
   return rc
 end
 
+-- What in a sluice log means the process itself went wrong: sanitizer
+-- reports, crashes. (Workers killed by a spec with SIGKILL are fine.)
+local CRASH_PATTERNS = {
+  "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+  "signal 6 ", "signal 11 ", "signal 7 ", "signal 4 ", "core dumped",
+}
+
+local function crash_report(log)
+  for _, pattern in ipairs(CRASH_PATTERNS) do
+    local at = log:find(pattern, 1, true)
+    if at then
+      return log:sub(math.max(1, at - 200), at + 3000)
+    end
+  end
+end
+
 -- Stops everything this module started (call from after_each/teardown).
+-- Raises an error afterwards when a sluice log shows a sanitizer report or a
+-- crashed process, so that such a run never passes quietly.
 function _M.stop_all()
+  local crashes = {}
   for i = #running, 1, -1 do
     local p = running[i]
     if _M.alive(p.pid) then
@@ -287,8 +306,19 @@ function _M.stop_all()
         _M.kill(p.pid, "KILL", 5)
       end
     end
+    if p.name == "sluice" then
+      -- The wrapper shell records the exit code once sluice (and LSan) is done.
+      _M.exit_code(p, 5)
+      local report = crash_report(_M.read_file(p.log) or "")
+      if report then
+        crashes[#crashes + 1] = fmt("sluice (%s):\n%s", p.file, report)
+      end
+    end
     os.execute("rm -rf " .. p.dir)
     running[i] = nil
+  end
+  if #crashes > 0 then
+    error("sluice crashed or a sanitizer reported an error:\n" .. concat(crashes, "\n"), 2)
   end
 end
 

@@ -13,6 +13,15 @@ local LOCATIONS = [[
         sock:send("HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: \"v1\"\r\n\r\n")
       }
     }
+    location = /big-first {
+      content_by_lua_block {
+        local block = string.rep("0123456789abcdef", 65536)
+        for _ = 1, 4 do
+          ngx.print(block)
+          ngx.flush(true)
+        end
+      }
+    }
     location = /slow-first {
       content_by_lua_block {
         ngx.sleep(0.3)
@@ -112,6 +121,35 @@ services:
       end
       c:close()
       assert.is_false(helpers.upstream_saw(upstream, "/q9"))
+    end)
+  end)
+
+  describe("pipelining at volume", function()
+    it("answers 600 requests sent in one write, in order", function()
+      local c = helpers.connect(s.port)
+      local reqs = {}
+      for i = 1, 600 do
+        reqs[i] = get("/many/" .. i)
+      end
+      assert(c:send(table.concat(reqs)))
+      for i = 1, 600 do
+        local res, err = c:read_response()
+        assert.is_truthy(res, "response " .. i .. ": " .. tostring(err))
+        assert.equals("/many/" .. i, uri_of(res))
+      end
+      c:close()
+    end)
+
+    it("answers a request pipelined behind a 4 MiB response", function()
+      local c = helpers.connect(s.port)
+      assert(c:send(get("/big-first") .. get("/behind-big")))
+      local res, err = c:read_response()
+      assert.is_truthy(res, err)
+      assert.equals(4 * 1024 * 1024, #res.body)
+      res, err = c:read_response()
+      assert.is_truthy(res, err)
+      assert.equals("/behind-big", uri_of(res))
+      c:close()
     end)
   end)
 

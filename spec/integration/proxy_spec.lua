@@ -1,6 +1,7 @@
 -- Proxying: routing, what reaches the upstream (path, Host, X-Forwarded-*,
 -- hop-by-hop headers), bodies both ways, chunked framing.
 local helpers = require("spec.helpers")
+local socket = require("socket")
 
 local fmt = string.format
 local rep = string.rep
@@ -149,6 +150,15 @@ local LOCATIONS = [[
           .. "Connection: keep-alive, X-Resp-Hop\r\nX-Resp-Hop: 1\r\nKeep-Alive: timeout=9\r\n"
           .. "Proxy-Connection: keep-alive\r\nTrailer: X-Trailer\r\nUpgrade: h2c\r\n"
           .. "X-Resp-Keep: yes\r\n\r\nok")
+      }
+    }
+    location = /deny {
+      return 403 "denied\n";
+    }
+    location = /http10 {
+      content_by_lua_block {
+        local sock = ngx.req.socket(true)
+        sock:send("HTTP/1.0 200 OK\r\nX-Old: 1\r\n\r\n" .. string.rep("q", 100000))
       }
     }
     location = /file {
@@ -475,6 +485,40 @@ describe("proxy:", function()
       local echo = echo_of(res)
       assert.equals("POST", echo.method)
       assert.equals("0", echo.h["content-length"])
+    end)
+
+    it("an upstream answering before reading a large upload reaches the client", function()
+      local c = helpers.connect(s.port)
+      assert(c:send("POST /deny HTTP/1.1\r\nHost: main.test\r\nContent-Length: 4000000\r\n\r\n"))
+      local chunk = rep("z", 65536)
+      c:settimeout(0.5)
+      for _ = 1, 61 do
+        if not c:send(chunk) then
+          break
+        end
+      end
+      c:settimeout(3)
+      local res, err = c:read_response()
+      assert.is_truthy(res, err)
+      assert.equals(403, res.status)
+      assert.equals("denied\n", res.body)
+      c:close()
+    end)
+
+    it("a close-delimited upstream response reaches the client whole, then closes", function()
+      local c = helpers.connect(s.port)
+      assert(c:send("GET /http10 HTTP/1.1\r\nHost: main.test\r\n\r\n"))
+      c:settimeout(3)
+      local t0 = socket.gettime()
+      local res, err = c:read_response()
+      assert.is_truthy(res, err)
+      assert.equals(200, res.status)
+      assert.equals("1", res.headers["x-old"])
+      assert.equals("close", res.headers["connection"])
+      assert.equals(rep("q", 100000), res.body)
+      -- The body ended with the connection, not with a read timeout.
+      assert.is_true(socket.gettime() - t0 < 2)
+      c:close()
     end)
 
     it("a response body reaches the client intact", function()
