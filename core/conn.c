@@ -46,10 +46,10 @@ void sl_buf_put(sl_worker_t *w, sl_buf_t *b)
     w->nfree_bufs++;
 }
 
-static ssize_t plain_read(sl_conn_t *c, char *buf, size_t len)
+static ssize_t plain_read(sl_io_t *io, char *buf, size_t len)
 {
     for (;;) {
-        ssize_t n = read(c->fd, buf, len);
+        ssize_t n = read(io->fd, buf, len);
         if (n >= 0)
             return n;
         if (errno == EINTR)
@@ -58,11 +58,11 @@ static ssize_t plain_read(sl_conn_t *c, char *buf, size_t len)
     }
 }
 
-static ssize_t plain_writev(sl_conn_t *c, const struct iovec *iov, int iovcnt)
+static ssize_t plain_writev(sl_io_t *io, const struct iovec *iov, int iovcnt)
 {
     for (;;) {
-        ssize_t n = iovcnt == 1 ? send(c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
-                                : writev(c->fd, iov, iovcnt);
+        ssize_t n = iovcnt == 1 ? send(io->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
+                                : writev(io->fd, iov, iovcnt);
         if (n >= 0)
             return n;
         if (errno == EINTR)
@@ -71,9 +71,9 @@ static ssize_t plain_writev(sl_conn_t *c, const struct iovec *iov, int iovcnt)
     }
 }
 
-static void plain_shutdown(sl_conn_t *c)
+static void plain_shutdown(sl_io_t *io)
 {
-    shutdown(c->fd, SHUT_WR);
+    shutdown(io->fd, SHUT_WR);
 }
 
 const sl_io_ops_t sl_plain_io = {plain_read, plain_writev, plain_shutdown};
@@ -135,7 +135,7 @@ int sl_iov_advance(struct iovec **iovp, int iovcnt, size_t count)
     return iovcnt;
 }
 
-int sl_conn_writev(sl_conn_t *c, struct iovec *iov, int iovcnt, size_t *written)
+int sl_io_writev_all(sl_io_t *io, struct iovec *iov, int iovcnt, size_t *written)
 {
     *written = 0;
     while (iovcnt > 0) {
@@ -144,7 +144,7 @@ int sl_conn_writev(sl_conn_t *c, struct iovec *iov, int iovcnt, size_t *written)
             iovcnt--;
             continue;
         }
-        ssize_t n = c->ops->writev(c, iov, iovcnt);
+        ssize_t n = io->ops->writev(io, iov, iovcnt);
         if (n == SL_AGAIN)
             return SL_AGAIN;
         if (n < 0)
@@ -181,7 +181,7 @@ void sl_conn_watch(sl_conn_t *c, unsigned events)
     ev_io_stop(loop, &c->io);
     c->events = events;
     if (events != 0) {
-        ev_io_set(&c->io, c->fd, (int)events);
+        ev_io_set(&c->io, c->sock.fd, (int)events);
         ev_io_start(loop, &c->io);
     }
 }
@@ -197,8 +197,8 @@ sl_conn_t *sl_conn_create(sl_worker_t *w, const sl_listener_t *ls, int fd,
     }
     c->w = w;
     c->ls = ls;
-    c->fd = fd;
-    c->ops = &sl_plain_io;
+    c->sock.fd = fd;
+    c->sock.ops = &sl_plain_io;
     c->state = SL_CONN_IDLE;
 
     if (sa->sa_family == AF_INET && salen >= sizeof(struct sockaddr_in)) {
@@ -240,7 +240,7 @@ void sl_conn_close(sl_conn_t *c)
         sl_proxy_abort(c->req);
     ev_io_stop(w->loop, &c->io);
     ev_timer_stop(w->loop, &c->timer.ev);
-    close(c->fd);
+    close(c->sock.fd);
     sl_buf_put(w, c->in);
     sl_queue_remove(&c->link);
     w->nconns--;

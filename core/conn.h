@@ -29,16 +29,28 @@ sl_buf_t *sl_buf_get(sl_worker_t *w);
 /* Gives b back to the free list (or frees it past the list's bound). */
 void sl_buf_put(sl_worker_t *w, sl_buf_t *b);
 
-/* How a connection reads and writes: plain sockets now, TLS later. Each
- * returns bytes moved, 0 on EOF (read only), SL_AGAIN when the socket is not
- * ready, or SL_ERROR with errno set. */
+typedef struct sl_io_s sl_io_t;
+
+/* How a socket is read and written: plain now, TLS later. Both downstream
+ * connections and upstream connections go through it, so the proxy logic
+ * never sees which. read and writev return bytes moved, 0 on EOF (read only),
+ * SL_AGAIN when the socket is not ready, or SL_ERROR with errno set. */
 typedef struct {
-    ssize_t (*read)(sl_conn_t *c, char *buf, size_t len);
-    ssize_t (*writev)(sl_conn_t *c, const struct iovec *iov, int iovcnt);
-    void (*shutdown)(sl_conn_t *c);
+    ssize_t (*read)(sl_io_t *io, char *buf, size_t len);
+    ssize_t (*writev)(sl_io_t *io, const struct iovec *iov, int iovcnt);
+    void (*shutdown)(sl_io_t *io);
 } sl_io_ops_t;
 
+struct sl_io_s {
+    int fd;
+    const sl_io_ops_t *ops;
+};
+
 extern const sl_io_ops_t sl_plain_io;
+
+/* Writes all of iov or returns SL_AGAIN with *written set to what went out;
+ * SL_ERROR (errno set) on a dead socket. Adjusts iov in place. */
+int sl_io_writev_all(sl_io_t *io, struct iovec *iov, int iovcnt, size_t *written);
 
 /* A timer that is cheap to push back: touching it only moves the deadline;
  * the libev timer is re-armed when it fires early. Costs nothing per read. */
@@ -78,11 +90,10 @@ struct sl_conn_s {
     sl_timer_t timer;
     sl_queue_t link; /* in the worker's list of open connections */
     sl_worker_t *w;
-    const sl_io_ops_t *ops;
+    sl_io_t sock;
     const sl_listener_t *ls;
     sl_buf_t *in; /* client bytes; NULL while idle */
     sl_request_t *req;
-    int fd;
     int state;       /* SL_CONN_* */
     unsigned events; /* what io watches */
     uint32_t requests;
@@ -105,10 +116,6 @@ void sl_conn_close(sl_conn_t *c);
 
 /* Changes which events the watcher asks for (EV_READ, EV_WRITE or both). */
 void sl_conn_watch(sl_conn_t *c, unsigned events);
-
-/* Writes all of iov or returns SL_AGAIN with *written set to what went out;
- * SL_ERROR on a dead socket. */
-int sl_conn_writev(sl_conn_t *c, struct iovec *iov, int iovcnt, size_t *written);
 
 /* Drops count bytes from the front of iov, adjusting it in place; returns the
  * new iovcnt and advances *iovp. */

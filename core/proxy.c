@@ -669,7 +669,7 @@ static int start_request(sl_conn_t *c, sl_request_t *req)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         struct iovec iov = {(void *)cont, sizeof(cont) - 1};
         size_t written;
-        if (sl_conn_writev(c, &iov, 1, &written) != SL_OK) {
+        if (sl_io_writev_all(&c->sock, &iov, 1, &written) != SL_OK) {
             sl_conn_close(c);
             return SL_DONE;
         }
@@ -863,27 +863,20 @@ static int upstream_send(sl_request_t *req)
         iov[n++].iov_len = req->body_scan - req->body_sent;
     }
     if (n > 0) {
-        struct iovec *v = iov;
-        while (n > 0) {
-            ssize_t m = writev(u->fd, v, n);
-            if (m < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN) {
-                    req->state = RQ_SENDING;
-                    sl_upconn_watch(u, EV_READ | EV_WRITE);
-                    request_timer_set(req, req->service->write_timeout);
-                    return SL_OK;
-                }
-                return upstream_fail(req, UF_WRITE, errno);
-            }
-            size_t done = (size_t)m;
-            size_t head_left = req->out->end - req->out_sent;
-            size_t from_head = done < head_left ? done : head_left;
-            req->out_sent += from_head;
-            req->body_sent += done - from_head;
-            n = sl_iov_advance(&v, n, done);
+        size_t done = 0;
+        int rc = sl_io_writev_all(&u->sock, iov, n, &done);
+        size_t head_left = req->out->end - req->out_sent;
+        size_t from_head = done < head_left ? done : head_left;
+        req->out_sent += from_head;
+        req->body_sent += done - from_head;
+        if (rc == SL_AGAIN) {
+            req->state = RQ_SENDING;
+            sl_upconn_watch(u, EV_READ | EV_WRITE);
+            request_timer_set(req, req->service->write_timeout);
+            return SL_OK;
         }
+        if (rc != SL_OK)
+            return upstream_fail(req, UF_WRITE, errno);
     }
     sl_upconn_watch(u, EV_READ);
     if (req->state == RQ_SENDING)
@@ -1038,14 +1031,11 @@ static int upstream_read(sl_request_t *req)
             sl_upconn_watch(u, 0);
             break;
         }
-        ssize_t n = read(u->fd, b->data + b->end, b->size - b->end);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                break;
+        ssize_t n = u->sock.ops->read(&u->sock, b->data + b->end, b->size - b->end);
+        if (n == SL_AGAIN)
+            break;
+        if (n < 0)
             return upstream_fail(req, UF_RESET, errno);
-        }
         if (n == 0) {
             if (!req->resp_head_parsed)
                 return upstream_fail(req, UF_RESET, 0);
@@ -1117,7 +1107,7 @@ static void upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     if (req->state == RQ_CONNECTING) {
         int err = 0;
         socklen_t len = sizeof(err);
-        if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        if (getsockopt(u->sock.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
             err = errno;
         if (err != 0) {
             upstream_fail(req, UF_CONNECT, err);
@@ -1180,7 +1170,7 @@ static int client_send(sl_request_t *req)
         iov[n++].iov_len = req->resp_scan - req->resp_sent;
     }
     size_t written = 0;
-    int rc = n > 0 ? sl_conn_writev(c, iov, n, &written) : SL_OK;
+    int rc = n > 0 ? sl_io_writev_all(&c->sock, iov, n, &written) : SL_OK;
     size_t head_left = req->out->end - req->out_sent;
     size_t from_head = written < head_left ? written : head_left;
     req->out_sent += from_head;
@@ -1241,7 +1231,7 @@ int sl_proxy_client_write(sl_conn_t *c)
  * a moment, so a response is not destroyed by a reset. */
 static int linger(sl_conn_t *c)
 {
-    c->ops->shutdown(c);
+    c->sock.ops->shutdown(&c->sock);
     c->state = SL_CONN_LINGER;
     if (c->in != NULL)
         c->in->start = c->in->end = 0;
@@ -1390,8 +1380,8 @@ int sl_proxy_client_read(sl_conn_t *c)
 
     if (c->state == SL_CONN_LINGER) {
         char scratch[4096];
-        ssize_t n = read(c->fd, scratch, sizeof(scratch));
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        ssize_t n = c->sock.ops->read(&c->sock, scratch, sizeof(scratch));
+        if (n == 0 || n == SL_ERROR) {
             sl_conn_close(c);
             return SL_DONE;
         }
@@ -1409,7 +1399,7 @@ int sl_proxy_client_read(sl_conn_t *c)
         sl_conn_watch(c, c->events & ~(unsigned)EV_READ);
         return SL_OK;
     }
-    ssize_t n = c->ops->read(c, in->data + in->end, in->size - in->end);
+    ssize_t n = c->sock.ops->read(&c->sock, in->data + in->end, in->size - in->end);
     if (n == SL_AGAIN) {
         if (c->state == SL_CONN_IDLE && in->end == 0) {
             sl_buf_put(w, in);

@@ -70,7 +70,7 @@ void sl_upconn_watch(sl_upconn_t *u, unsigned events)
     ev_io_stop(loop, &u->io);
     u->events = events;
     if (events != 0) {
-        ev_io_set(&u->io, u->fd, (int)events);
+        ev_io_set(&u->io, u->sock.fd, (int)events);
         ev_io_start(loop, &u->io);
     }
 }
@@ -100,7 +100,7 @@ static void upconn_free(sl_upconn_t *u)
     struct ev_loop *loop = u->w->loop;
     ev_io_stop(loop, &u->io);
     ev_timer_stop(loop, &u->timer.ev);
-    close(u->fd);
+    close(u->sock.fd);
     free(u);
 }
 
@@ -142,7 +142,8 @@ sl_upconn_t *sl_upconn_get(sl_worker_t *w, sl_peer_t *peer, sl_request_t *req)
     u->w = w;
     u->peer = peer;
     u->req = req;
-    u->fd = fd;
+    u->sock.fd = fd;
+    u->sock.ops = &sl_plain_io;
     u->connected = (unsigned)connected;
     sl_queue_init(&u->link);
     ev_io_init(&u->io, idle_io_cb, fd, EV_READ);

@@ -33,7 +33,7 @@ struct sl_upconn_s {
     sl_worker_t *w;
     sl_peer_t *peer;
     sl_request_t *req; /* the request using it; NULL while pooled */
-    int fd;
+    sl_io_t sock;
     unsigned events;
     uint32_t requests; /* requests sent over this connection */
     unsigned connected : 1;

@@ -123,7 +123,7 @@ TEST(pool_drops_a_connection_the_upstream_closed)
     for (int i = 0; i < 10 && !u->connected; i++) {
         int err = 0;
         socklen_t len = sizeof(err);
-        if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
+        if (getsockopt(u->sock.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
             u->connected = 1;
     }
     u->requests = 1;
