@@ -156,6 +156,21 @@ static void put_header(writer_t *o, const char *name, size_t nlen, const char *v
 
 /* --- local responses ------------------------------------------------------- */
 
+/* The IMF-fixdate of now, recomputed once a second. */
+static const char *http_date(void)
+{
+    static char buf[32];
+    static time_t cached;
+    time_t now = time(NULL);
+    if (now != cached) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached = now;
+    }
+    return buf;
+}
+
 /* Sends a JSON error of sluice's own and ends the request (or the connection,
  * when close is set or the request body cannot be skipped). Returns SL_DONE
  * when the connection was closed. */
@@ -199,7 +214,9 @@ static int respond_error(sl_conn_t *c, sl_request_t *req, int status, const char
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
     put(&o, line, (size_t)n);
     PUT_LIT(&o, "Content-Type: application/json; charset=utf-8\r\n");
-    PUT_LIT(&o, "Server: sluice/" SL_VERSION "\r\n");
+    PUT_LIT(&o, "Server: sluice/" SL_VERSION "\r\nDate: ");
+    put(&o, http_date(), 29);
+    PUT_LIT(&o, "\r\n");
     PUT_LIT(&o, "Content-Length: ");
     put_u64(&o, blen);
     PUT_LIT(&o, "\r\n");

@@ -271,6 +271,7 @@ describe("proxy:", function()
       assert.equals(404, res.status)
       assert.matches("^application/json", res.headers["content-type"])
       assert.same({ message = "no Route matched with those values" }, helpers.json(res.body))
+      assert.matches("^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$", res.headers["date"])
       assert.is_false(helpers.upstream_saw(upstream, "/anything"))
     end)
 
