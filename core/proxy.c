@@ -705,25 +705,53 @@ static void request_timer_set(sl_request_t *req, int ms)
 /* Ends the upstream exchange with a failure: retries elsewhere when the
  * request allows it, else answers 502/504 (or drops the client connection
  * when the response had already started). */
+static const char *fail_reason(int why)
+{
+    switch (why) {
+    case UF_CONNECT:
+        return "connect failed";
+    case UF_CONNECT_TIMEOUT:
+        return "connect timed out";
+    case UF_WRITE:
+        return "write failed";
+    case UF_RESET:
+        return "connection closed before the response";
+    case UF_WRITE_TIMEOUT:
+        return "write timed out";
+    case UF_READ_TIMEOUT:
+        return "read timed out";
+    default:
+        return "invalid response";
+    }
+}
+
 static int upstream_fail(sl_request_t *req, int why, int err)
 {
     sl_conn_t *c = req->c;
     sl_upconn_t *u = req->up;
     int reused = u != NULL && u->reused;
-    int write_side = why == UF_WRITE;
-    const char *method_safe = NULL;
+    int replayable = !req->body_trimmed && (req->body_done || req->h.body == SL_HTTP_BODY_NONE);
+    int idempotent = (req->h.method_id & (SL_HTTP_GET | SL_HTTP_HEAD | SL_HTTP_PUT |
+                                          SL_HTTP_DELETE | SL_HTTP_OPTIONS | SL_HTTP_TRACE)) != 0;
+    int retry = 0, free_retry = 0;
 
-    SL_LOG(SL_LOG_WARN, "upstream %s:%u failed (%s%s%s) for %.*s %.*s",
+    if (req->state != RQ_RESPONDING && !req->resp_bytes_seen && replayable) {
+        if (why == UF_CONNECT || why == UF_CONNECT_TIMEOUT) {
+            /* Nothing reached the upstream: any method can go elsewhere. */
+            retry = req->tries <= req->service->retries;
+        } else if (reused && (why == UF_RESET || why == UF_WRITE) &&
+                   (idempotent || why == UF_WRITE)) {
+            /* A pooled connection the upstream had closed: one free retry on a
+             * fresh connection, as the request was never processed. */
+            retry = free_retry = 1;
+        }
+    }
+    /* A try that is retried is worth an info line; a failure the client sees,
+     * a warning. */
+    SL_LOG(retry ? SL_LOG_INFO : SL_LOG_WARN, "upstream %s:%u failed (%s%s%s) for %.*s %.*s%s",
            req->peer ? req->peer->conf->host : "?", req->peer ? req->peer->conf->port : 0,
-           why == UF_CONNECT           ? "connect failed"
-           : why == UF_CONNECT_TIMEOUT ? "connect timed out"
-           : why == UF_WRITE           ? "write failed"
-           : why == UF_RESET           ? "connection closed before the response"
-           : why == UF_WRITE_TIMEOUT   ? "write timed out"
-           : why == UF_READ_TIMEOUT    ? "read timed out"
-                                       : "invalid response",
-           err ? ": " : "", err ? strerror(err) : "", (int)req->h.method_len, req->h.method,
-           (int)req->h.path_len, req->h.path);
+           fail_reason(why), err ? ": " : "", err ? strerror(err) : "", (int)req->h.method_len,
+           req->h.method, (int)req->h.path_len, req->h.path, retry ? "; retrying" : "");
 
     if (u != NULL) {
         sl_upconn_close(u);
@@ -733,35 +761,19 @@ static int upstream_fail(sl_request_t *req, int why, int err)
         req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
         req->peer_index = -1;
     }
-
     if (req->state == RQ_RESPONDING) {
         /* Part of the response is out: the client can only see a cut connection. */
         req->status = req->status ? req->status : 502;
         sl_conn_close(c);
         return SL_DONE;
     }
-
-    int replayable = !req->body_trimmed && (req->body_done || req->h.body == SL_HTTP_BODY_NONE);
-    int idempotent = (req->h.method_id & (SL_HTTP_GET | SL_HTTP_HEAD | SL_HTTP_PUT |
-                                          SL_HTTP_DELETE | SL_HTTP_OPTIONS | SL_HTTP_TRACE)) != 0;
-    int retry = 0;
-    if (!req->resp_bytes_seen && replayable) {
-        if (why == UF_CONNECT || why == UF_CONNECT_TIMEOUT) {
-            /* Nothing reached the upstream: any method can go elsewhere. */
-            retry = req->tries <= req->service->retries;
-            method_safe = "connect";
-        } else if (reused && (why == UF_RESET || why == UF_WRITE) && (idempotent || write_side)) {
-            /* A pooled connection the upstream had closed: one free retry on a
-             * fresh connection, as the request was never processed. */
-            retry = 1;
-            req->tries--;
-            req->bctx.tried &= ~((uint64_t)1 << ((req->peer - req->ups->peers) & 63));
-            method_safe = "pooled";
-        }
+    if (free_retry) {
+        size_t i = (size_t)(req->peer - req->ups->peers);
+        req->tries--;
+        if (i < SL_BALANCER_MAX_TRIED)
+            req->bctx.tried &= ~((uint64_t)1 << i);
     }
     if (retry) {
-        SL_LOG(SL_LOG_INFO, "retrying %.*s %.*s (%s failure)", (int)req->h.method_len,
-               req->h.method, (int)req->h.path_len, req->h.path, method_safe);
         req->out_sent = 0;
         req->body_sent = req->head_len;
         if (req->resp != NULL)
