@@ -30,66 +30,22 @@
 # add phase B's per-connection cost once per 1,000 requests.
 set -eu
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 N1=${N1:-10000}
 N2=${N2:-100000}
 N3=${N3:-1000}
 CLIENTS=${CLIENTS:-4}
 WRK_TIME=${WRK_TIME:-5s}
-SLUICE=${SLUICE:-$ROOT/build/sluice}
 
-if [ ! -x "$SLUICE" ]; then
-    echo "alloc.sh: $SLUICE not found; build it first (make build)" >&2
-    exit 1
-fi
+require_sluice
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-alloc.XXXXXX")
-PIDS=""
-
-cleanup() {
-    trap - EXIT INT TERM
-    local spec pid
-    for spec in $PIDS; do
-        kill -"${spec#*:}" "${spec%%:*}" 2>/dev/null || true
-    done
-    sleep 0.5
-    for spec in $PIDS; do
-        pid=${spec%%:*}
-        for kid in $(pgrep -P "$pid" 2>/dev/null); do kill -KILL "$kid" 2>/dev/null || true; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [ "${KEEP:-0}" = 1 ]; then echo "alloc.sh: kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-USED_PORTS=""
-# free_port VAR: a port no socket on this machine has bound (per /proc/net/tcp*).
-free_port() {
-    local p hex
-    while :; do
-        p=$((20000 + RANDOM % 12000))
-        case " $USED_PORTS " in *" $p "*) continue ;; esac
-        hex=$(printf ':%04X' "$p")
-        if ! awk -v h="$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' \
-            /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-            USED_PORTS="$USED_PORTS $p"
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-}
-
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
+# Anything still running 0.5 s after its stop signal at exit gets SIGKILL.
+bench_tmp alloc 500
+# sluice's client and upstream connections are never closed after some
+# number of requests: phase A counts requests only.
+LIFT_KEEPALIVE=1
 
 gcc -O2 -Wall -Wextra -shared -fPIC -o "$TMP/malloc_count.so" bench/malloc_count.c
 mkdir -p "$TMP/counts"
@@ -101,62 +57,16 @@ allocs() { echo "$1" | awk '{ print $1 + $2 + $3 + $4 }'; }
 
 # --- upstream and sluice ---------------------------------------------------
 
-free_port UP_PORT
-mkdir -p "$TMP/upstream"
-cat >"$TMP/upstream/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-error_log $TMP/upstream/error.log warn;
-pid $TMP/upstream/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/upstream/body;
-    proxy_temp_path $TMP/upstream/proxy;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location / {
-            default_type application/json;
-            return 200 '{"status":"ok","message":"hello from upstream"}';
-        }
-    }
-}
-EOF
-nginx -p "$TMP/upstream" -e "$TMP/upstream/error.log" -c "$TMP/upstream/nginx.conf" \
-    >"$TMP/upstream/stdout.log" 2>&1 &
-PIDS="$PIDS $!:TERM"
-wait_port "$UP_PORT" || { cat "$TMP/upstream/error.log" >&2; exit 1; }
+upstream_conf 4096
+start_upstream
 
-free_port PORT
-mkdir -p "$TMP/sluice"
-cat >"$TMP/sluice/sluice.yaml" <<EOF
-_format_version: "3.0"
-server:
-  listen: ["127.0.0.1:$PORT"]
-  workers: 1
-  pid_file: $TMP/sluice/sluice.pid
-  access_log: "off"
-  error_log: $TMP/sluice/error.log
-  keepalive_requests: 1000000
-  upstream_keepalive_max_requests: 0
-services:
-  - name: bench
-    url: http://127.0.0.1:$UP_PORT
-    routes:
-      - name: all
-        paths: ["/"]
-EOF
 # Only sluice gets the preload: curl, wrk and nginx are not counted.
-env LD_PRELOAD="$TMP/malloc_count.so" MALLOC_COUNT_DIR="$TMP/counts" \
-    "$SLUICE" start -c "$TMP/sluice/sluice.yaml" >"$TMP/sluice/stdout.log" 2>&1 &
-MASTER=$!
-PIDS="$PIDS $MASTER:QUIT"
-wait_port "$PORT" || { cat "$TMP/sluice"/*.log >&2; exit 1; }
+start_sluice env LD_PRELOAD="$TMP/malloc_count.so" MALLOC_COUNT_DIR="$TMP/counts"
+wait_port "$SLUICE_PORT" || { cat "$TMP/sluice"/*.log >&2; exit 1; }
 
 WORKER=""
 for _ in $(seq 100); do
-    WORKER=$(pgrep -P "$MASTER" | head -n 1) || true
+    WORKER=$(pgrep -P "$SLUICE_PID" | head -n 1) || true
     [ -n "$WORKER" ] && [ -s "$TMP/counts/malloc_count.$WORKER" ] && break
     sleep 0.1
 done
@@ -178,7 +88,7 @@ requests() {
     for i in $(seq "$CLIENTS"); do
         # the body has no newline: the -w line stands on its own after "\n"
         curl -s "$@" -w '\n%{http_code} %{num_connects}\n' \
-            "http://127.0.0.1:$PORT/bench/$i/[1-$per]" >"$TMP/curl.$i" 2>&1 &
+            "http://127.0.0.1:$SLUICE_PORT/bench/$i/[1-$per]" >"$TMP/curl.$i" 2>&1 &
         pids="$pids $!"
     done
     # shellcheck disable=SC2086 # a list of pids
@@ -211,9 +121,9 @@ c3=$(counters "$WORKER")
 echo "  after $N3 new-connection ones: $c3   ($conns connections)"
 
 if [ "$WRK_TIME" != 0 ]; then
-    wrk -t1 -c64 -d2s "http://127.0.0.1:$PORT/" >"$TMP/wrk.warmup" 2>&1
+    wrk -t1 -c64 -d2s "http://127.0.0.1:$SLUICE_PORT/" >"$TMP/wrk.warmup" 2>&1
     # wrk's connections were closed; open 64 new ones, then count from here on
-    wrk -t1 -c64 -d"$WRK_TIME" "http://127.0.0.1:$PORT/" >"$TMP/wrk.count" 2>&1 &
+    wrk -t1 -c64 -d"$WRK_TIME" "http://127.0.0.1:$SLUICE_PORT/" >"$TMP/wrk.count" 2>&1 &
     WRK=$!
     sleep 1
     c4=$(counters "$WORKER")

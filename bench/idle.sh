@@ -23,18 +23,14 @@
 # lowered to what the limit allows and the script says so.
 set -eu
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 N=${N:-10000}
 PARALLEL=${PARALLEL:-16}
 SETTLE=${SETTLE:-2}
-SLUICE=${SLUICE:-$ROOT/build/sluice}
 
-if [ ! -x "$SLUICE" ]; then
-    echo "idle.sh: $SLUICE not found; build it first (make build)" >&2
-    exit 1
-fi
+require_sluice
 
 # Every process started below inherits this limit: the proxy needs N client
 # sockets (+ upstream ones), idle_conns needs N.
@@ -47,52 +43,12 @@ if [ "$limit" != unlimited ] && [ "$limit" -lt $((N + 512)) ]; then
     N=$((limit - 512))
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-idle.XXXXXX")
-PIDS=""
-
-cleanup() {
-    trap - EXIT INT TERM
-    local spec pid
-    for spec in $PIDS; do
-        pid=${spec%%:*}
-        kill -"${spec#*:}" "$pid" 2>/dev/null || true
-    done
-    sleep 0.5
-    for spec in $PIDS; do
-        pid=${spec%%:*}
-        for kid in $(pgrep -P "$pid" 2>/dev/null); do kill -KILL "$kid" 2>/dev/null || true; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [ "${KEEP:-0}" = 1 ]; then echo "idle.sh: kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-USED_PORTS=""
-# free_port VAR: a port no socket on this machine has bound (per /proc/net/tcp*).
-free_port() {
-    local p hex
-    while :; do
-        p=$((20000 + RANDOM % 12000))
-        case " $USED_PORTS " in *" $p "*) continue ;; esac
-        hex=$(printf ':%04X' "$p")
-        if ! awk -v h="$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' \
-            /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-            USED_PORTS="$USED_PORTS $p"
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-}
-
-wait_port() {
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
+# Anything still running 0.5 s after its stop signal at exit gets SIGKILL.
+bench_tmp idle 500
+# Every nginx may open 65536 files; every listener queues up to 4096
+# connections: N of them arrive at once.
+NGINX_NOFILE=65536
+BACKLOG=4096
 
 # rss_kib PID: VmRSS in KiB.
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -112,33 +68,8 @@ gcc -O2 -Wall -Wextra -o "$TMP/idle_conns" bench/idle_conns.c
 
 # --- the upstream ----------------------------------------------------------
 
-free_port UP_PORT
-mkdir -p "$TMP/upstream"
-cat >"$TMP/upstream/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-error_log $TMP/upstream/error.log warn;
-pid $TMP/upstream/nginx.pid;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/upstream/body;
-    proxy_temp_path $TMP/upstream/proxy;
-    server {
-        listen 127.0.0.1:$UP_PORT backlog=4096;
-        location / {
-            default_type application/json;
-            return 200 '{"status":"ok","message":"hello from upstream"}';
-        }
-    }
-}
-EOF
-nginx -p "$TMP/upstream" -e "$TMP/upstream/error.log" -c "$TMP/upstream/nginx.conf" \
-    >"$TMP/upstream/stdout.log" 2>&1 &
-PIDS="$PIDS $!:TERM"
-wait_port "$UP_PORT" || { cat "$TMP/upstream/error.log" >&2; exit 1; }
+upstream_conf 16384
+start_upstream
 
 # --- one measurement -------------------------------------------------------
 
@@ -190,63 +121,15 @@ measure() {
 RESULTS=""
 
 # sluice: one worker, no access log, the same upstream.
-free_port SLUICE_PORT
-mkdir -p "$TMP/sluice"
-cat >"$TMP/sluice/sluice.yaml" <<EOF
-_format_version: "3.0"
-server:
-  listen: ["127.0.0.1:$SLUICE_PORT backlog=4096"]
-  workers: 1
-  pid_file: $TMP/sluice/sluice.pid
-  access_log: "off"
-  error_log: $TMP/sluice/error.log
-services:
-  - name: bench
-    url: http://127.0.0.1:$UP_PORT
-    routes:
-      - name: all
-        paths: ["/"]
-EOF
-"$SLUICE" start -c "$TMP/sluice/sluice.yaml" >"$TMP/sluice/stdout.log" 2>&1 &
-SLUICE_PID=$!
-PIDS="$PIDS $SLUICE_PID:QUIT"
+start_sluice
 echo "== sluice ($N idle connections, $PARALLEL requests in flight)" >&2
 RESULTS="$RESULTS$(measure sluice "$SLUICE_PORT" "$SLUICE_PID")
 "
 kill -QUIT "$SLUICE_PID" 2>/dev/null || true
 
 # nginx as the same proxy: one worker, upstream keepalive, enough connections.
-free_port NGINX_PORT
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-error_log $TMP/nginx/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections $((2 * N + 1024)); }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    upstream up {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 64;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
-        location / {
-            proxy_pass http://up;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" \
-    >"$TMP/nginx/stdout.log" 2>&1 &
-NGINX_PID=$!
-PIDS="$PIDS $NGINX_PID:TERM"
+nginx_proxy_conf $((2 * N + 1024))
+start_nginx NGINX_PID nginx
 echo "== nginx ($N idle connections, $PARALLEL requests in flight)" >&2
 RESULTS="$RESULTS$(measure nginx "$NGINX_PORT" "$NGINX_PID")
 "

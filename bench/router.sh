@@ -9,7 +9,7 @@ CFLAGS=${CFLAGS:-"-O2 -g -std=gnu11 -Wall -Wextra"}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# shellcheck disable=SC2086 # CFLAGS and pkg-config output are word lists
+# shellcheck disable=SC2086,SC2046 # CFLAGS and pkg-config output are word lists
 $CC $CFLAGS -Icore bench/router_bench.c core/router.c \
     $(pkg-config --cflags --libs libpcre2-8) -o "$out/router_bench"
 "$out/router_bench"

@@ -20,8 +20,8 @@
 # compare the proxies and not the scheduler. Needs no root (deps.sh aside).
 set -eu
 
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -30,81 +30,19 @@ ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-2s}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-SLUICE=${SLUICE:-$ROOT/build/sluice}
 
 # wrk, nginx, haproxy and curl come from the test dependency set.
 [ "${SKIP_DEPS:-0}" = 1 ] || scripts/deps.sh test
 
-if [ ! -x "$SLUICE" ]; then
-    echo "run.sh: $SLUICE not found; build it first (make build)" >&2
-    exit 1
-fi
-
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
-PIDS=""
-
-# Stops everything this script started. sluice gets SIGQUIT (its "stop --now":
-# no drain wait), nginx SIGTERM (fast shutdown), haproxy SIGTERM; anything
-# still alive two seconds later, workers included, gets SIGKILL.
-cleanup() {
-    trap - EXIT INT TERM
-    local spec pid sig kids
-    for spec in $PIDS; do
-        pid=${spec%%:*} sig=${spec#*:}
-        kill -"$sig" "$pid" 2>/dev/null || true
-    done
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        kids=""
-        for spec in $PIDS; do
-            kill -0 "${spec%%:*}" 2>/dev/null && kids=1
-        done
-        [ -z "$kids" ] && break
-        sleep 0.2
-    done
-    for spec in $PIDS; do
-        pid=${spec%%:*}
-        for kid in $(pgrep -P "$pid" 2>/dev/null); do kill -KILL "$kid" 2>/dev/null || true; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [ "${KEEP:-0}" = 1 ]; then
-        echo "run.sh: kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+require_sluice
+# Anything still running 2 s after its stop signal at exit gets SIGKILL.
+bench_tmp bench 2000
+# Every nginx may open 8192 files; no proxy closes a keep-alive connection
+# after some number of requests (nginx, sluice; haproxy has no such limit).
+NGINX_NOFILE=8192
+LIFT_KEEPALIVE=1
 
 # --- helpers ---------------------------------------------------------------
-
-USED_PORTS=""
-# free_port VAR: a port nothing on this machine has bound (per /proc/net/tcp*),
-# below the ephemeral range so wrk's own source ports cannot take it later.
-free_port() {
-    local p hex
-    while :; do
-        p=$((20000 + RANDOM % 12000))
-        case " $USED_PORTS " in *" $p "*) continue ;; esac
-        hex=$(printf ':%04X' "$p")
-        if ! awk -v h="$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' \
-            /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-            USED_PORTS="$USED_PORTS $p"
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-}
-
-# wait_port PORT: until something accepts on 127.0.0.1:PORT (10 s at most).
-wait_port() {
-    for _ in $(seq 100); do
-        # bash's /dev/tcp: a connect test that needs no extra tool
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # cpu_ticks PID: utime+stime of PID and its children (a master and its worker).
 cpu_ticks() {
@@ -175,77 +113,14 @@ fi
 
 # --- the upstream: nginx returning a fixed JSON body -----------------------
 
-free_port UP_PORT
-mkdir -p "$TMP/upstream"
-# keepalive_requests is raised so no connection (wrk's or a proxy's pool) is
-# ever closed mid-run by the upstream; that would measure reconnects.
-cat >"$TMP/upstream/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 8192;
-error_log $TMP/upstream/error.log warn;
-pid $TMP/upstream/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $TMP/upstream/body;
-    proxy_temp_path $TMP/upstream/proxy;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location / {
-            default_type application/json;
-            return 200 '{"status":"ok","message":"hello from upstream"}';
-        }
-    }
-}
-EOF
-taskset -c "$LOAD_CPU" nginx -p "$TMP/upstream" -e "$TMP/upstream/error.log" \
-    -c "$TMP/upstream/nginx.conf" >"$TMP/upstream/stdout.log" 2>&1 &
-UP_PID=$!
-PIDS="$PIDS $UP_PID:TERM"
-wait_port "$UP_PORT" || { cat "$TMP/upstream/error.log" >&2; exit 1; }
+# keepalive_timeout 75s (nginx's default) like haproxy's http-keep-alive below.
+upstream_conf 4096 "keepalive_timeout 75s;"
+start_upstream taskset -c "$LOAD_CPU"
 
 # --- the proxies -----------------------------------------------------------
 
-free_port NGINX_PORT
-mkdir -p "$TMP/nginx"
-# The documented way to keep nginx's upstream connections alive: an upstream
-# block with keepalive, HTTP/1.1 and an empty Connection header. Client and
-# upstream keepalive_requests are raised like everyone else's.
-cat >"$TMP/nginx/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 8192;
-error_log $TMP/nginx/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    upstream up {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://up;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-taskset -c "$PROXY_CPU" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" \
-    -c "$TMP/nginx/nginx.conf" >"$TMP/nginx/stdout.log" 2>&1 &
-NGINX_PID=$!
-PIDS="$PIDS $NGINX_PID:TERM"
+nginx_proxy_conf 4096 "keepalive_timeout 75s;"
+start_nginx NGINX_PID nginx taskset -c "$PROXY_CPU"
 
 free_port HAPROXY_PORT
 mkdir -p "$TMP/haproxy"
@@ -269,34 +144,9 @@ frontend fe
 backend be
     server up 127.0.0.1:$UP_PORT
 EOF
-taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/haproxy/haproxy.cfg" >"$TMP/haproxy/stdout.log" 2>&1 &
-HAPROXY_PID=$!
-PIDS="$PIDS $HAPROXY_PID:TERM"
+spawn HAPROXY_PID haproxy TERM taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/haproxy/haproxy.cfg"
 
-free_port SLUICE_PORT
-mkdir -p "$TMP/sluice"
-# keepalive_requests / upstream_keepalive_max_requests: no forced reconnects,
-# the same as the nginx and haproxy setups above (haproxy has no such limit).
-cat >"$TMP/sluice/sluice.yaml" <<EOF
-_format_version: "3.0"
-server:
-  listen: ["127.0.0.1:$SLUICE_PORT"]
-  workers: 1
-  pid_file: $TMP/sluice/sluice.pid
-  access_log: "off"
-  error_log: $TMP/sluice/error.log
-  keepalive_requests: 1000000
-  upstream_keepalive_max_requests: 0
-services:
-  - name: bench
-    url: http://127.0.0.1:$UP_PORT
-    routes:
-      - name: all
-        paths: ["/"]
-EOF
-taskset -c "$PROXY_CPU" "$SLUICE" start -c "$TMP/sluice/sluice.yaml" >"$TMP/sluice/stdout.log" 2>&1 &
-SLUICE_PID=$!
-PIDS="$PIDS $SLUICE_PID:QUIT"
+start_sluice taskset -c "$PROXY_CPU"
 
 for t in nginx:$NGINX_PORT haproxy:$HAPROXY_PORT sluice:$SLUICE_PORT; do
     if ! wait_port "${t#*:}"; then
@@ -318,11 +168,10 @@ echo "pinning (worker processes):$pinning wrk=CPU$LOAD_CPU"
 
 # Each target must answer 200 with the upstream's body before it is measured:
 # a proxy that answers 502 fast would otherwise look very good.
-EXPECTED='{"status":"ok","message":"hello from upstream"}'
 for t in direct:$UP_PORT nginx:$NGINX_PORT haproxy:$HAPROXY_PORT sluice:$SLUICE_PORT; do
     name=${t%%:*} port=${t#*:}
     code=$(curl -s -o "$TMP/check.$name" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/") || true
-    if [ "$code" != 200 ] || [ "$(cat "$TMP/check.$name")" != "$EXPECTED" ]; then
+    if [ "$code" != 200 ] || [ "$(cat "$TMP/check.$name")" != "$UPSTREAM_BODY" ]; then
         echo "run.sh: $name answered HTTP ${code:-nothing} with: $(head -c 300 "$TMP/check.$name")" >&2
         [ -d "$TMP/$name" ] && cat "$TMP/$name"/*.log >&2
         exit 1
