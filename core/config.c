@@ -620,10 +620,44 @@ static int compile(lua_State *L)
     return 0;
 }
 
+/* Has the runner (lua/sluice/runner.lua) build every route's plugin chain
+ * and marks the routes that run Lua. */
+static int build_chains(loader_t *ld, int normalized)
+{
+    lua_State *L = ld->L;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "sluice.runner");
+    if (sl_lua_pcall(L, 1, 1) != SL_OK) {
+        add_error(ld, "sluice: cannot load the plugin runner: %s", lua_tostring(L, -1));
+        return SL_ERROR;
+    }
+    lua_getfield(L, -1, "init");
+    lua_pushvalue(L, normalized);
+    if (sl_lua_pcall(L, 1, 2) != SL_OK || !lua_istable(L, -2)) {
+        const char *msg = lua_tostring(L, -1);
+        add_error(ld, "%s", msg != NULL ? msg : "sluice: cannot build the plugin chains");
+        return SL_ERROR;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "routes");
+    for (size_t i = 0; i < ld->cf->nroutes; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        ld->cf->routes[i]->plugins = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "rewrite");
+    ld->cf->rewrite_plugins = lua_toboolean(L, -1);
+    lua_pop(L, 3);
+    return SL_OK;
+}
+
 void sl_config_free(sl_config_t *cf)
 {
     if (cf == NULL)
         return;
+    if (cf->L != NULL)
+        lua_close(cf->L);
     if (cf->router != NULL)
         sl_router_free(cf->router);
     /* cf itself lives in the arena. */
@@ -689,7 +723,10 @@ sl_config_t *sl_config_load(const char *path, char **err)
         add_error(&ld, "%s: %s", path, rerr[0] != '\0' ? rerr : "cannot build the router");
         goto failed;
     }
-    lua_close(ld.L);
+    if (build_chains(&ld, normalized) != SL_OK)
+        goto failed;
+    /* The VM now holds the loaded plugins and their chains: workers inherit it. */
+    ld.cf->L = ld.L;
     return ld.cf;
 
 failed:

@@ -100,6 +100,7 @@ typedef struct sl_route_s {
     int https_redirect_status_code;
     sl_service_t *service;
     size_t index; /* position in the file, the final tie-breaker */
+    bool plugins; /* runs Lua plugins in access or later phases */
 } sl_route_t;
 
 enum { SL_LOG_ERR = 0, SL_LOG_WARN, SL_LOG_NOTICE, SL_LOG_INFO, SL_LOG_DEBUG };
@@ -146,6 +147,10 @@ typedef struct sl_config_s {
     sl_upstream_t **upstreams; /* named upstreams first, then implicit ones */
     size_t nupstreams;
     sl_router_t *router;
+    /* The VM the config was validated in, with every plugin loaded and the
+     * chains built; workers inherit it across fork. */
+    struct lua_State *L;
+    bool rewrite_plugins; /* global plugins have a rewrite handler */
 } sl_config_t;
 
 /* Reads, validates and compiles the YAML file at `path`. Returns a config the

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "log.h"
+#include "proxy.h"
+#include "sl_ffi.h"
 #include "sluice.h"
 #include "sl_yaml.h"
 
@@ -13,6 +16,12 @@
  * loads both (busted, luassert, penlight, cjson, socket). */
 #define DEBIAN_LUA_PATH  "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
 #define DEBIAN_LUA_CPATH "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/lua/5.1/?.so"
+
+const char *sl_lua_plugins_dir(void)
+{
+    const char *dir = getenv("SLUICE_PLUGINS_DIR");
+    return dir != NULL && *dir != '\0' ? dir : SL_PLUGINS_DIR;
+}
 
 const char *sl_lua_dir(void)
 {
@@ -36,6 +45,15 @@ lua_State *sl_lua_new(void)
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, luaopen_sluice_yaml);
     lua_setfield(L, -2, "sluice.yaml");
+    lua_pop(L, 1);
+    /* Where the Lua side finds sluice's own folders. */
+    lua_getfield(L, -1, "loaded");
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, dir);
+    lua_setfield(L, -2, "lua");
+    lua_pushstring(L, sl_lua_plugins_dir());
+    lua_setfield(L, -2, "plugins");
+    lua_setfield(L, -2, "sluice.paths");
     lua_pop(L, 2);
     return L;
 }
@@ -93,4 +111,149 @@ int sl_lua_run_busted(int argc, char **argv)
         code = (int)lua_tointeger(L, -1);
     lua_close(L);
     return code;
+}
+
+/* --- the worker runtime ------------------------------------------------------ */
+
+SL_EXPORT sl_ffi_current_t sl_ffi_current;
+
+/* Coroutines kept for reuse: a finished coroutine with an empty stack can run
+ * the next request's phase, which spares a lua_newthread per request. */
+#define CO_POOL_MAX 256
+
+static lua_State *vm;
+static int ref_run = LUA_NOREF;
+static int ref_finish = LUA_NOREF;
+static int worker_id, worker_count;
+static struct {
+    lua_State *co;
+    int ref;
+} co_pool[CO_POOL_MAX];
+static int co_pooled;
+
+SL_EXPORT int sl_ffi_worker_id(int *count)
+{
+    *count = worker_count;
+    return worker_id;
+}
+
+int sl_lua_worker_init(lua_State *L, int id, int nworkers)
+{
+    vm = L;
+    worker_id = id;
+    worker_count = nworkers;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "sluice.runner");
+    if (sl_lua_pcall(L, 1, 1) != SL_OK) {
+        sl_log(SL_LOG_ERR, "cannot load the plugin runner: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return SL_ERROR;
+    }
+    lua_getfield(L, -1, "run_phase");
+    ref_run = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "finish");
+    ref_finish = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "init_worker");
+    lua_pushinteger(L, id);
+    lua_pushinteger(L, nworkers);
+    if (sl_lua_pcall(L, 2, 0) != SL_OK) {
+        sl_log(SL_LOG_ERR, "init_worker failed: %s", lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return SL_ERROR;
+    }
+    lua_pop(L, 1);
+    return SL_OK;
+}
+
+static int resume(sl_request_t *req, int nargs)
+{
+    lua_State *co = req->co;
+    sl_ffi_current.r = req;
+    sl_ffi_current.phase = req->phase;
+    sl_ffi_current.id = req->seq;
+    int rc = lua_resume(co, nargs);
+    sl_ffi_current.r = NULL;
+    sl_ffi_current.phase = SL_PHASE_NONE;
+
+    if (rc == LUA_YIELD) {
+        lua_settop(co, 0);
+        return SL_AGAIN;
+    }
+    if (rc == 0) {
+        if (lua_gettop(co) > 0 && lua_type(co, 1) == LUA_TNUMBER) {
+            lua_settop(co, 3);
+            return SL_DONE;
+        }
+        lua_settop(co, 0);
+        return SL_OK;
+    }
+    /* The runner catches plugin errors itself; what reaches here is a bug in
+     * the runtime. The coroutine is dead and cannot be reused. */
+    luaL_traceback(vm, co, lua_tostring(co, -1), 0);
+    sl_log(SL_LOG_ERR, "plugin runtime error: %s", lua_tostring(vm, -1));
+    lua_pop(vm, 1);
+    luaL_unref(vm, LUA_REGISTRYINDEX, req->co_ref);
+    req->co = NULL;
+    req->co_ref = LUA_NOREF;
+    return SL_ERROR;
+}
+
+int sl_lua_phase(sl_request_t *req, int phase)
+{
+    if (req->co == NULL) {
+        if (co_pooled > 0) {
+            co_pooled--;
+            req->co = co_pool[co_pooled].co;
+            req->co_ref = co_pool[co_pooled].ref;
+        } else {
+            req->co = lua_newthread(vm);
+            req->co_ref = luaL_ref(vm, LUA_REGISTRYINDEX);
+        }
+    }
+    req->phase = phase;
+    lua_State *co = req->co;
+    lua_settop(co, 0); /* an earlier phase's exit values */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ref_run);
+    lua_pushinteger(co, phase);
+    lua_pushinteger(co, req->route != NULL ? (lua_Integer)req->route->index + 1 : 0);
+    lua_pushnumber(co, req->seq);
+    return resume(req, 3);
+}
+
+int sl_lua_resume(sl_request_t *req)
+{
+    return resume(req, 0);
+}
+
+int sl_lua_exit(sl_request_t *req, const char **body, size_t *len)
+{
+    lua_State *co = req->co;
+    *body = lua_tolstring(co, 2, len);
+    return (int)lua_tointeger(co, 1);
+}
+
+void sl_lua_release(sl_request_t *req)
+{
+    lua_State *co = req->co;
+    if (co == NULL)
+        return;
+    req->co = NULL;
+    /* Drop the request's Lua context (ctx tables, plugin state). */
+    lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_finish);
+    lua_pushnumber(vm, req->seq);
+    if (sl_lua_pcall(vm, 1, 0) != SL_OK) {
+        sl_log(SL_LOG_ERR, "plugin runtime error: %s", lua_tostring(vm, -1));
+        lua_pop(vm, 1);
+    }
+    if (lua_status(co) == 0 && co_pooled < CO_POOL_MAX) {
+        lua_settop(co, 0);
+        co_pool[co_pooled].co = co;
+        co_pool[co_pooled].ref = req->co_ref;
+        co_pooled++;
+    } else {
+        /* A coroutine still suspended (the client left mid-sleep) is
+         * dropped; the collector frees it. */
+        luaL_unref(vm, LUA_REGISTRYINDEX, req->co_ref);
+    }
+    req->co_ref = LUA_NOREF;
 }

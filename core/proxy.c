@@ -8,7 +8,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
+
 #include "log.h"
+#include "sl_ffi.h"
+#include "sl_lua.h"
 #include "worker.h"
 
 /* Request states. */
@@ -18,6 +22,7 @@ enum {
     RQ_WAITING,        /* request sent (or being sent); waiting for the response */
     RQ_RESPONDING,     /* response head parsed; streaming the body to the client */
     RQ_LOCAL,          /* sending a response sluice made itself */
+    RQ_LUA,            /* plugins wait for I/O (a sleep, a socket) */
 };
 
 /* Why an upstream exchange failed; decides retries and the status sent. */
@@ -57,6 +62,12 @@ static int upstream_send(sl_request_t *req);
 static int upstream_read(sl_request_t *req);
 static int connect_upstream(sl_request_t *req);
 static int process_input(sl_conn_t *c);
+static int route_request(sl_request_t *req);
+static int proxy_request(sl_request_t *req);
+static int lua_result(sl_request_t *req, int rc);
+static int lua_continue(sl_request_t *req);
+static int respond_exit(sl_request_t *req);
+static void request_timer_set(sl_request_t *req, int ms);
 
 static double now_seconds(void)
 {
@@ -79,21 +90,26 @@ static sl_request_t *request_get(sl_worker_t *w)
     } else {
         size_t size = sizeof(*req) + s->max_request_line + 16;
         size = (size + 15) & ~(size_t)15;
-        req = malloc(size + nheaders * sizeof(sl_http_header_t));
+        req = malloc(size + 2 * nheaders * sizeof(sl_http_header_t));
         if (req == NULL)
             return NULL;
         req->headers = (sl_http_header_t *)((char *)req + size);
+        req->resp_headers = req->headers + nheaders;
+        req->arena = NULL;
         sl_timer_init(&req->timer, request_timer_cb, req);
     }
-    /* Everything up to the timer is per-request state; the timer survives reuse
-     * so a lazily stopped libev timer never points at freed memory. */
-    sl_http_header_t *headers = req->headers;
+    /* The timer survives reuse, so a lazily stopped libev timer never points
+     * at freed memory; the arena keeps its first block. */
     sl_timer_t timer = req->timer;
-    memset(req, 0, offsetof(sl_request_t, path_buf));
-    req->headers = headers;
+    sl_arena_t *arena = req->arena;
+    memset(req, 0, offsetof(sl_request_t, ops));
     req->timer = timer;
     req->timer.ev.data = req;
+    req->arena = arena;
+    if (arena != NULL)
+        sl_arena_reset(arena);
     req->peer_index = -1;
+    req->co_ref = LUA_NOREF;
     return req;
 }
 
@@ -103,8 +119,11 @@ static void request_put(sl_worker_t *w, sl_request_t *req)
     sl_buf_put(w, req->out);
     sl_buf_put(w, req->resp);
     req->out = req->resp = NULL;
+    if (req->co != NULL)
+        sl_lua_release(req);
     if (w->nfree_reqs >= MAX_REQUESTS_FREE) {
         ev_timer_stop(w->loop, &req->timer.ev);
+        sl_arena_destroy(req->arena);
         free(req);
         return;
     }
@@ -174,15 +193,66 @@ static const char *http_date(void)
 /* Sends a JSON error of sluice's own and ends the request (or the connection,
  * when close is set or the request body cannot be skipped). Returns SL_DONE
  * when the connection was closed. */
-static int respond_error(sl_conn_t *c, sl_request_t *req, int status, const char *message,
-                         int close)
+/* Writes the client ops of a plugin (set/add; clears only drop) as header lines. */
+static void put_client_ops(writer_t *o, const sl_request_t *req)
+{
+    for (int i = 0; i < req->nops; i++) {
+        const sl_header_op_t *op = &req->ops[i];
+        if (op->target == 1 && op->op != 2)
+            put_header(o, op->name, op->name_len, op->value, op->value_len);
+    }
+}
+
+/* Is a header named name (any case) cleared or set by a plugin for target? */
+static int op_replaces(const sl_request_t *req, int target, const char *name, size_t len)
+{
+    for (int i = 0; i < req->nops; i++) {
+        const sl_header_op_t *op = &req->ops[i];
+        if (op->target == target && op->op != 1 && op->name_len == len &&
+            strncasecmp(op->name, name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Writes the headers of a plugin's exit (the table at index 3 of the
+ * coroutine): string values, or arrays of them for repeated headers. */
+static void put_lua_headers(writer_t *o, lua_State *co)
+{
+    if (co == NULL || !lua_istable(co, 3))
+        return;
+    lua_pushnil(co);
+    while (lua_next(co, 3) != 0) {
+        size_t nlen, vlen;
+        const char *name = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nlen) : NULL;
+        if (name != NULL && lua_type(co, -1) == LUA_TTABLE) {
+            for (int i = 1;; i++) {
+                lua_rawgeti(co, -1, i);
+                const char *v = lua_tolstring(co, -1, &vlen);
+                if (v != NULL)
+                    put_header(o, name, nlen, v, vlen);
+                lua_pop(co, 1);
+                if (v == NULL)
+                    break;
+            }
+        } else if (name != NULL) {
+            const char *v = lua_tolstring(co, -1, &vlen);
+            if (v != NULL)
+                put_header(o, name, nlen, v, vlen);
+        }
+        lua_pop(co, 1);
+    }
+}
+
+/* Sends a response sluice makes itself (an error, or a plugin's exit) and
+ * ends the request, or the connection when close is set or the request body
+ * cannot be skipped. ctype NULL: no Content-Type of sluice's own; co: a
+ * coroutine holding an exit's headers table. Returns SL_DONE when the
+ * request is over. */
+static int respond(sl_conn_t *c, sl_request_t *req, int status, const char *ctype, const char *body,
+                   size_t blen, int close, lua_State *co)
 {
     sl_worker_t *w = c->w;
-    char body[512];
-    size_t blen = (size_t)snprintf(body, sizeof(body), "{\"message\":\"");
-    blen += sl_json_escape(body + blen, sizeof(body) - blen - 3, message, strlen(message));
-    memcpy(body + blen, "\"}\n", 3);
-    blen += 3;
 
     if (req == NULL) {
         /* Errors found before a request object exists (bad head). */
@@ -213,10 +283,15 @@ static int respond_error(sl_conn_t *c, sl_request_t *req, int status, const char
     char line[64];
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
     put(&o, line, (size_t)n);
-    PUT_LIT(&o, "Content-Type: application/json; charset=utf-8\r\n");
+    if (ctype != NULL)
+        put_header(&o, "Content-Type", 12, ctype, strlen(ctype));
     PUT_LIT(&o, "Server: sluice/" SL_VERSION "\r\nDate: ");
     put(&o, http_date(), 29);
     PUT_LIT(&o, "\r\n");
+    if (co != NULL) {
+        put_lua_headers(&o, co);
+        put_client_ops(&o, req);
+    }
     PUT_LIT(&o, "Content-Length: ");
     put_u64(&o, blen);
     PUT_LIT(&o, "\r\n");
@@ -225,8 +300,26 @@ static int respond_error(sl_conn_t *c, sl_request_t *req, int status, const char
     else if (req->h.version == 10)
         PUT_LIT(&o, "Connection: keep-alive\r\n");
     PUT_LIT(&o, "\r\n");
-    if (req->h.method_id != SL_HTTP_HEAD)
+    if (o.overflow) {
+        co = NULL;
+        return respond(c, req, 500, "application/json; charset=utf-8",
+                       "{\"message\":\"An unexpected error occurred\"}\n", 43, 1, NULL);
+    }
+    if (req->h.method_id == SL_HTTP_HEAD || blen == 0) {
+        /* nothing */
+    } else if ((size_t)(o.end - o.p) >= blen) {
         put(&o, body, blen);
+    } else {
+        /* A large body stays out of the head buffer, in the request's arena. */
+        char *copy = req->arena != NULL ? sl_arena_alloc(req->arena, blen) : NULL;
+        if (copy == NULL) {
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+        memcpy(copy, body, blen);
+        req->lbody = copy;
+        req->lbody_len = blen;
+    }
     out->start = 0;
     out->end = (size_t)(o.p - out->data);
     req->out_sent = 0;
@@ -238,6 +331,34 @@ static int respond_error(sl_conn_t *c, sl_request_t *req, int status, const char
     }
     sl_timer_stop(w->loop, &req->timer);
     return client_send(req);
+}
+
+static int respond_error(sl_conn_t *c, sl_request_t *req, int status, const char *message,
+                         int close)
+{
+    char body[512];
+    size_t blen = (size_t)snprintf(body, sizeof(body), "{\"message\":\"");
+    blen += sl_json_escape(body + blen, sizeof(body) - blen - 3, message, strlen(message));
+    memcpy(body + blen, "\"}\n", 3);
+    blen += 3;
+    return respond(c, req, status, "application/json; charset=utf-8", body, blen, close, NULL);
+}
+
+/* A plugin answered with sluice.response.exit: status, body and headers are
+ * on its coroutine. */
+static int respond_exit(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    const char *body;
+    size_t blen = 0;
+    int status = sl_lua_exit(req, &body, &blen);
+    req->exited = 1;
+    if (req->arena == NULL && blen > 0)
+        req->arena = sl_arena_create(16384);
+    int rc = respond(c, req, status, NULL, body, blen, 0, req->co);
+    /* respond copied what it needed; the coroutine may be gone if the
+     * connection closed, so only touch it when the request lives on. */
+    return rc;
 }
 
 /* --- access log ------------------------------------------------------------ */
@@ -448,10 +569,21 @@ static int build_upstream_head(sl_request_t *req)
     const sl_http_header_t *xff = NULL, *xfproto = NULL, *xfhost = NULL, *xfport = NULL,
                            *xfpath = NULL, *xrealip = NULL, *host = NULL;
 
-    put(&o, h->method, h->method_len);
+    if (req->up_method.data != NULL)
+        put(&o, req->up_method.data, req->up_method.len);
+    else
+        put(&o, h->method, h->method_len);
     PUT_LIT(&o, " ");
-    put_upstream_path(&o, req);
-    if (h->query != NULL && h->query_len > 0) {
+    if (req->up_path.data != NULL)
+        put(&o, req->up_path.data, req->up_path.len);
+    else
+        put_upstream_path(&o, req);
+    if (req->up_query.data != NULL) {
+        if (req->up_query.len > 0) {
+            PUT_LIT(&o, "?");
+            put(&o, req->up_query.data, req->up_query.len);
+        }
+    } else if (h->query != NULL && h->query_len > 0) {
         PUT_LIT(&o, "?");
         put(&o, h->query, h->query_len);
     }
@@ -496,26 +628,39 @@ static int build_upstream_head(sl_request_t *req)
         }
         if (conn_hdrs && listed_in_connection(h->headers, h->nheaders, hd))
             continue;
+        if (req->nops > 0 && op_replaces(req, 0, n, l))
+            continue;
         put(&o, n, l);
         PUT_LIT(&o, ": ");
         put(&o, hd->value, hd->value_len);
         PUT_LIT(&o, "\r\n");
     }
+    for (int i = 0; i < req->nops; i++) {
+        const sl_header_op_t *op = &req->ops[i];
+        if (op->target == 0 && op->op != 2)
+            put_header(&o, op->name, op->name_len, op->value, op->value_len);
+    }
 
-    PUT_LIT(&o, "Host: ");
-    if (req->route->preserve_host && host != NULL) {
+    if (req->nops > 0 && op_replaces(req, 0, "host", 4)) {
+        /* A plugin chose the Host itself (written with its other headers). */
+    } else if (req->route->preserve_host && host != NULL) {
+        PUT_LIT(&o, "Host: ");
         put(&o, host->value, host->value_len);
+        PUT_LIT(&o, "\r\n");
     } else if (req->service->host_header != NULL) {
+        PUT_LIT(&o, "Host: ");
         put(&o, req->service->host_header, req->service->host_header_len);
+        PUT_LIT(&o, "\r\n");
     } else {
         const sl_target_t *t = req->peer->conf;
+        PUT_LIT(&o, "Host: ");
         put(&o, t->host, strlen(t->host));
         if (t->port != 80) {
             PUT_LIT(&o, ":");
             put_u64(&o, t->port);
         }
+        PUT_LIT(&o, "\r\n");
     }
-    PUT_LIT(&o, "\r\n");
 
     /* X-Forwarded-*: from a trusted proxy, what it says is kept (and the
      * client appended to X-Forwarded-For); from anyone else, sluice's own view. */
@@ -660,6 +805,21 @@ static int start_request(sl_conn_t *c, sl_request_t *req)
     req->path = req->path_buf;
     req->path_len = (size_t)n;
 
+    req->seq = (double)w->request_seq;
+    if (w->cf->rewrite_plugins) {
+        int rc = lua_result(req, sl_lua_phase(req, SL_PHASE_REWRITE));
+        if (rc != SL_OK)
+            return rc == SL_AGAIN ? SL_OK : rc;
+    }
+    return route_request(req);
+}
+
+/* Global rewrite plugins are done: find the route and run its access plugins. */
+static int route_request(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    sl_worker_t *w = c->w;
+    sl_http_request_t *h = &req->h;
     sl_router_req_t rr;
     rr.method_id = h->method_id;
     rr.method = h->method;
@@ -675,6 +835,21 @@ static int start_request(sl_conn_t *c, sl_request_t *req)
     req->route = req->m.route;
     req->service = req->route->service;
     req->ups = &w->ups[req->service->upstream->index];
+
+    if (req->route->plugins) {
+        int rc = lua_result(req, sl_lua_phase(req, SL_PHASE_ACCESS));
+        if (rc != SL_OK)
+            return rc == SL_AGAIN ? SL_OK : rc;
+    }
+    return proxy_request(req);
+}
+
+/* The access plugins let the request through: send it upstream. */
+static int proxy_request(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    sl_worker_t *w = c->w;
+    sl_http_request_t *h = &req->h;
 
     req->out = sl_buf_get(w);
     if (req->out == NULL)
@@ -693,6 +868,49 @@ static int start_request(sl_conn_t *c, sl_request_t *req)
     }
     req->upstream_start = now_seconds();
     return connect_upstream(req);
+}
+
+/* Turns what a Lua phase returned into what the request does next: SL_OK to
+ * go on, SL_AGAIN when the plugins wait for I/O (state RQ_LUA), or the result
+ * of answering the client (a plugin's exit, or a 500 on a runtime error). */
+static int lua_result(sl_request_t *req, int rc)
+{
+    switch (rc) {
+    case SL_OK:
+        return SL_OK;
+    case SL_AGAIN:
+        req->state = RQ_LUA;
+        return SL_AGAIN;
+    case SL_DONE:
+        return respond_exit(req);
+    default:
+        return respond_error(req->c, req, 500, "An unexpected error occurred", !req->body_done);
+    }
+}
+
+/* The request's coroutine can go on (its timer fired, its I/O is done). */
+static int lua_continue(sl_request_t *req)
+{
+    int rc = lua_result(req, sl_lua_resume(req));
+    if (rc != SL_OK)
+        return rc == SL_AGAIN ? SL_OK : rc;
+    req->state = RQ_CONNECTING;
+    switch (req->phase) {
+    case SL_PHASE_REWRITE:
+        return route_request(req);
+    case SL_PHASE_ACCESS:
+        return proxy_request(req);
+    default:
+        return SL_OK;
+    }
+}
+
+int sl_proxy_sleep(sl_request_t *req, int ms)
+{
+    if (req->phase != SL_PHASE_REWRITE && req->phase != SL_PHASE_ACCESS)
+        return SL_DECLINED;
+    request_timer_set(req, ms > 0 ? ms : 0);
+    return SL_OK;
 }
 
 /* --- upstream side ------------------------------------------------------------ */
@@ -944,9 +1162,10 @@ static int build_response_head(sl_request_t *req)
                      r->body != SL_HTTP_BODY_CLOSE && !req->dechunk &&
                      (s->keepalive_requests <= 0 || c->requests < (uint32_t)s->keepalive_requests);
 
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03d ", r->status);
+    int status = req->client_status ? req->client_status : r->status;
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03d ", status);
     put(&o, line, (size_t)n);
-    if (r->reason_len > 0)
+    if (r->reason_len > 0 && status == r->status)
         put(&o, r->reason, r->reason_len);
     else {
         const char *reason = sl_http_reason(r->status);
@@ -960,8 +1179,11 @@ static int build_response_head(sl_request_t *req)
             continue;
         if (conn_hdrs && listed_in_connection(r->headers, r->nheaders, hd))
             continue;
+        if (req->nops > 0 && op_replaces(req, 1, hd->name, hd->name_len))
+            continue;
         put_header(&o, hd->name, hd->name_len, hd->value, hd->value_len);
     }
+    put_client_ops(&o, req);
     if (r->body == SL_HTTP_BODY_CHUNKED && !req->dechunk)
         PUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
     if (!req->keepalive)
@@ -1083,9 +1305,9 @@ static int upstream_read(sl_request_t *req)
         if (!req->resp_head_parsed) {
             int hn;
             for (;;) {
-                hn = sl_http_parse_response(b->data + b->start, b->end - b->start, &req->r,
-                                            req->headers, SL_MAX(w->cf->server.max_headers, 100),
-                                            req->h.method_id);
+                hn = sl_http_parse_response(
+                    b->data + b->start, b->end - b->start, &req->r, req->resp_headers,
+                    SL_MAX(w->cf->server.max_headers, 100), req->h.method_id);
                 if (hn < 0 || req->r.status >= 200 || req->r.status == 101)
                     break;
                 /* 1xx interim responses are dropped: sluice handled Expect itself. */
@@ -1103,6 +1325,22 @@ static int upstream_read(sl_request_t *req)
             req->status = req->r.status;
             req->resp_left = req->r.content_length;
             req->upstream_ok = (req->r.flags & SL_HTTP_F_KEEPALIVE) != 0;
+            if (req->route->plugins) {
+                /* header_filter cannot wait for I/O: the response is on its way. */
+                int rc = sl_lua_phase(req, SL_PHASE_HEADER_FILTER);
+                if (rc == SL_AGAIN || rc == SL_DONE) {
+                    SL_LOG(SL_LOG_ERR, "a plugin tried to %s in header_filter",
+                           rc == SL_AGAIN ? "yield" : "exit");
+                    rc = SL_ERROR;
+                }
+                if (rc == SL_ERROR) {
+                    req->upstream_ok = 0;
+                    return respond_error(req->c, req, 500, "An unexpected error occurred",
+                                         !req->body_done);
+                }
+                if (req->client_status)
+                    req->status = req->client_status;
+            }
             if (build_response_head(req) != SL_OK)
                 return upstream_fail(req, UF_BAD_RESPONSE, 0);
             req->state = RQ_RESPONDING;
@@ -1166,6 +1404,9 @@ static void request_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!sl_timer_expired(loop, &req->timer))
         return;
     switch (req->state) {
+    case RQ_LUA:
+        lua_continue(req);
+        break;
     case RQ_CONNECTING:
         upstream_fail(req, UF_CONNECT_TIMEOUT, 0);
         break;
@@ -1197,6 +1438,10 @@ static int client_send(sl_request_t *req)
     if (req->resp != NULL && req->resp_sent < req->resp_scan) {
         iov[n].iov_base = req->resp->data + req->resp_sent;
         iov[n++].iov_len = req->resp_scan - req->resp_sent;
+    } else if (req->lbody != NULL && req->resp_sent < req->lbody_len) {
+        /* A plugin's large exit body: resp_sent counts its bytes. */
+        iov[n].iov_base = (char *)req->lbody + req->resp_sent;
+        iov[n++].iov_len = req->lbody_len - req->resp_sent;
     }
     size_t written = 0;
     int rc = n > 0 ? sl_io_writev_all(&c->sock, iov, n, &written) : SL_OK;
@@ -1277,6 +1522,11 @@ static int request_finish(sl_request_t *req)
     sl_worker_t *w = c->w;
 
     access_log(req);
+    if (req->co != NULL || (req->route != NULL && req->route->plugins)) {
+        /* log runs after the response went out; it cannot wait for I/O. */
+        if (sl_lua_phase(req, SL_PHASE_LOG) == SL_AGAIN)
+            SL_LOG(SL_LOG_ERR, "a plugin tried to yield in the log phase");
+    }
     if (req->up != NULL) {
         int keep = req->upstream_ok && req->resp_done && req->body_done &&
                    req->body_sent == req->body_scan;
@@ -1466,7 +1716,7 @@ void sl_proxy_client_timeout(sl_conn_t *c)
         return;
     case SL_CONN_REQUEST:
         if (req != NULL && !req->body_done && req->state != RQ_RESPONDING &&
-            req->state != RQ_LOCAL && req->out_sent == req->out->end) {
+            req->state != RQ_LOCAL && (req->out == NULL || req->out_sent == req->out->end)) {
             respond_error(c, req, 408, "Request timeout", 1);
             return;
         }

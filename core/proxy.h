@@ -2,11 +2,24 @@
 #ifndef SL_PROXY_H
 #define SL_PROXY_H
 
+#include "arena.h"
 #include "balancer.h"
 #include "conn.h"
 #include "http_parser.h"
 #include "router.h"
 #include "upstream.h"
+
+/* A header edit made by a plugin, applied when the head it targets is written. */
+typedef struct {
+    uint8_t target; /* 0: the upstream request, 1: the client response */
+    uint8_t op;     /* 0: set, 1: add, 2: clear */
+    uint32_t name_len;
+    uint32_t value_len;
+    const char *name; /* copies in the request's arena */
+    const char *value;
+} sl_header_op_t;
+
+#define SL_MAX_HEADER_OPS 64
 
 struct sl_request_s {
     sl_conn_t *c;
@@ -60,9 +73,27 @@ struct sl_request_s {
     double upstream_header; /* when the response head arrived */
     char id[33];
 
+    /* Lua: the coroutine running this request's plugins. */
+    struct lua_State *co;
+    int co_ref;
+    int phase;         /* SL_PHASE_* running or last run */
+    int exited;        /* a plugin answered with sluice.response.exit */
+    double seq;        /* the request's number in this worker (the key of its Lua context) */
+    sl_arena_t *arena; /* plugin-made strings; reset, not freed, between requests */
+    int nops;
+    sl_str_t up_method; /* overrides of what goes upstream; NULL data: unchanged */
+    sl_str_t up_path;
+    sl_str_t up_query;
+    int client_status; /* set by a plugin in header_filter; 0: the upstream's */
+    const char *lbody; /* the body of a response sluice makes, when not in out */
+    size_t lbody_len;
+    /* Everything above is zeroed for each request; nothing below is. */
+    sl_header_op_t ops[SL_MAX_HEADER_OPS];
+
     char *path; /* the normalized path (path_buf) */
     size_t path_len;
-    sl_http_header_t *headers; /* max_headers entries, shared by request and response */
+    sl_http_header_t *headers;      /* max_headers entries for the request */
+    sl_http_header_t *resp_headers; /* and as many for the upstream response */
     char path_buf[];
 };
 
@@ -77,6 +108,10 @@ int sl_proxy_client_write(sl_conn_t *c);
 
 /* Client timer fired (header, body, send or keep-alive timeout). */
 void sl_proxy_client_timeout(sl_conn_t *c);
+
+/* Arms req's timer for a plugin's sleep; the coroutine is resumed when it
+ * fires. SL_DECLINED outside rewrite and access. */
+int sl_proxy_sleep(sl_request_t *req, int ms);
 
 /* Frees what a request holds when its connection goes away. */
 void sl_proxy_abort(sl_request_t *req);

@@ -1,4 +1,4 @@
-/* lua.h: LuaJIT VM setup shared by the master (config), workers (plugins) and `sluice test`. */
+/* sl_lua.h: LuaJIT VM setup shared by the master (config), workers (plugins) and `sluice test`. */
 #ifndef SL_SL_LUA_H
 #define SL_SL_LUA_H
 
@@ -20,5 +20,33 @@ int sl_lua_pcall(lua_State *L, int nargs, int nresults);
 /* Runs busted inside this VM on the given arguments (spec paths and busted
  * options), the way `sluice test` does. Returns the process exit code. */
 int sl_lua_run_busted(int argc, char **argv);
+
+/* The directory holding the bundled plugins (SLUICE_PLUGINS_DIR overrides). */
+const char *sl_lua_plugins_dir(void);
+
+typedef struct sl_request_s sl_request_t;
+
+/* Makes L (the config VM the master built, inherited across fork) this
+ * worker's VM and runs every plugin's init_worker. Returns SL_OK, or SL_ERROR
+ * when the runtime cannot start (logged). */
+int sl_lua_worker_init(lua_State *L, int worker_id, int nworkers);
+
+/* Runs the plugins of `phase` for req in its coroutine (created on first
+ * use). Returns SL_OK when they finished, SL_AGAIN when the coroutine yielded
+ * (C resumes it with sl_lua_resume once the I/O is done), SL_DONE when a
+ * plugin answered the request itself (sl_lua_exit reads the answer) or
+ * SL_ERROR when the runtime failed (logged). */
+int sl_lua_phase(sl_request_t *req, int phase);
+
+/* Resumes req's yielded coroutine; returns as sl_lua_phase. */
+int sl_lua_resume(sl_request_t *req);
+
+/* After SL_DONE: returns the status and the body (NULL when none); the
+ * headers table stays on req's coroutine at index 3 (nil when none) until the
+ * next phase or the release. */
+int sl_lua_exit(sl_request_t *req, const char **body, size_t *len);
+
+/* Drops req's Lua context and gives its coroutine back to the pool. */
+void sl_lua_release(sl_request_t *req);
 
 #endif

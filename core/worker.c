@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "sl_lua.h"
 
 /* Connections accepted per readiness event: bounded so one busy listener
  * cannot starve the connections this worker already serves. */
@@ -156,6 +157,9 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
     if (sl_access_log_open(&w->access_log, &cf->server) != SL_OK)
         goto done;
 
+    if (cf->L != NULL && sl_lua_worker_init(cf->L, id, cf->server.workers) != SL_OK)
+        goto done;
+
     w->nups = cf->nupstreams;
     w->ups = sl_upstreams_create(w, cf);
     if (w->ups == NULL) {
@@ -216,6 +220,7 @@ done:
         sl_request_t *r = w->free_reqs;
         w->free_reqs = r->next_free;
         ev_timer_stop(w->loop, &r->timer.ev);
+        sl_arena_destroy(r->arena);
         free(r);
     }
     return rc;

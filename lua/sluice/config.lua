@@ -27,10 +27,13 @@
 
 local schema = require("sluice.schema")
 local yaml = require("sluice.yaml")
+local plugins = require("sluice.plugins")
 
 local ipairs = ipairs
 local pairs = pairs
 local tonumber = tonumber
+local tostring = tostring
+local pcall = pcall
 local type = type
 local str_find = string.find
 local str_gmatch = string.gmatch
@@ -407,8 +410,49 @@ local function not_yet(description, message)
   }
 end
 
-local PLUGINS = not_yet("Plugins (not supported yet).",
-  "plugins are not supported yet (they come with the plugin runtime)")
+-- Plugin instances: where they are nested decides their scope; top-level
+-- ones name their route and/or service, or are global.
+local function plugin_list(where)
+  local fields = {
+    { id = { type = "string", description = "Accepted for Kong compatibility." } },
+    { name = { type = "string", required = true, match = "^[%w][%w%-_]*$",
+               description = "The plugin: a folder in server.plugin_paths or plugins/." } },
+    { instance_name = { type = "string", description = "A label for this instance." } },
+    { config = { type = "any", default = {},
+                 description = "The plugin's settings, checked against its schema.lua." } },
+    { enabled = { type = "boolean", default = true,
+                  description = "A disabled instance is left out of every chain." } },
+    { priority = { type = "integer", between = { -2147483647, 2147483647 },
+                   description = "Runs this instance at this priority instead of the "
+                     .. "handler's PRIORITY (higher first)." } },
+    { protocols = { type = "set", elements = { type = "string" },
+                    description = "Accepted for Kong compatibility." } },
+    { tags = { type = "array", elements = { type = "string" } } },
+    { consumer = { type = "any", description = "Consumer scope (not supported yet).",
+                   custom = function()
+                     return nil, "consumer-scoped plugins are not supported yet "
+                       .. "(they come with consumers)"
+                   end } },
+    { ordering = { type = "any", description = "Kong Enterprise ordering (not supported).",
+                   custom = function()
+                     return nil, "ordering is not supported: set 'priority' on the instance"
+                   end } },
+    { created_at = { type = "any" } },
+    { updated_at = { type = "any" } },
+  }
+  if where == "top" then
+    fields[#fields + 1] = { route = { type = "any", custom = check_ref,
+                                      description = "The route's name, { name } or { id }." } }
+    fields[#fields + 1] = { service = { type = "any", custom = check_ref,
+                                        description = "The service's name, { name } or { id }." } }
+  else
+    local msg = "a plugin nested under a " .. where .. " belongs to it: remove this field"
+    fields[#fields + 1] = { route = unsupported("Only for top-level plugins.", msg) }
+    fields[#fields + 1] = { service = unsupported("Only for top-level plugins.", msg) }
+  end
+  return { type = "array", default = {}, description = "Plugins.",
+           elements = { type = "record", fields = fields } }
+end
 
 -- Healthchecks are refused when any check would run: Kong's own exports carry
 -- a block whose checks are all off, and that one changes nothing.
@@ -506,6 +550,9 @@ local server_schema = {
         description = "Requests sent on one upstream connection; 0 = unlimited." } },
     { upstream_keepalive_idle_timeout = server_duration("60s", 1,
         "Time an idle upstream connection is kept.") },
+    { plugin_paths = { type = "array", default = {}, elements = { type = "string", len_min = 1 },
+                       description = "Folders searched for plugins before the bundled "
+                         .. "plugins/ folder; a plugin here replaces a bundled one." } },
     { trusted_ips = { type = "array", default = {},
                       elements = { type = "string", custom = function(s)
                         local c, err = parse_cidr(s)
@@ -569,7 +616,7 @@ local function route_fields(top_level)
         "expression routes are not supported: use hosts, paths, methods and headers") },
     { priority = unsupported("Expression routes (not supported).",
         "priority belongs to expression routes, which are not supported") },
-    { plugins = PLUGINS },
+    { plugins = plugin_list("route") },
     { created_at = TIMESTAMP },
     { updated_at = TIMESTAMP },
   }
@@ -613,7 +660,7 @@ local service_schema = {
     { tags = TAGS },
     { routes = { type = "array", elements = nested_route_schema, default = {},
                  description = "Routes of this service." } },
-    { plugins = PLUGINS },
+    { plugins = plugin_list("service") },
     { tls_verify = unsupported("Upstream TLS (not supported yet).",
         "tls_verify is not supported yet: upstream TLS comes in a later release") },
     { tls_verify_depth = unsupported("Upstream TLS (not supported yet).",
@@ -749,7 +796,7 @@ local document_fields = {
   { routes = { type = "array", elements = route_schema, default = {} } },
   { upstreams = { type = "array", elements = upstream_schema, default = {} } },
   { targets = { type = "array", elements = target_fields(true), default = {} } },
-  { plugins = PLUGINS },
+  { plugins = plugin_list("top") },
 }
 
 local RUNTIME = "(they come with the plugin runtime)"
@@ -1083,8 +1130,44 @@ local function compile(r, doc, file)
     end
   end
 
+  -- Plugins: each instance validated against its plugin's schema; scopes
+  -- are resolved to route and service indexes once routes are ordered.
+  plugins.set_paths(type(server) == "table" and server.plugin_paths or nil)
+  local instances = {}
+  -- exact_keys: the place of a single top-level instance (list holds just it).
+  local function add_plugins(list, keys, service, route, exact_keys)
+    for j, p in ipairs(list or {}) do
+      if p and p.name then
+        local pkeys = exact_keys or copy_keys(keys, "plugins", j)
+        local plugin, err = plugins.load(p.name)
+        if not plugin then
+          r.add(copy_keys(pkeys, "name"), err)
+        else
+          local conf = p.config
+          if conf == nil or conf == NULL then
+            conf = {}
+          end
+          local ok, valid, errors = pcall(schema.validate, plugin.schema, conf,
+            schema.path_of(copy_keys(pkeys, "config")), copy_keys(pkeys, "config"))
+          if not ok then
+            r.add(copy_keys(pkeys, "name"), "plugin '" .. p.name .. "' has an invalid schema: "
+              .. tostring(valid))
+          else
+            for _, e in ipairs(errors or {}) do
+              r.add(e.keys, e.message, e.path)
+            end
+            if valid and p.enabled ~= false then
+              instances[#instances + 1] = { name = p.name, config = valid, priority = p.priority,
+                                            service = service, route = route, keys = pkeys }
+            end
+          end
+        end
+      end
+    end
+  end
+
   -- Routes: nested ones, then top-level ones, ordered by line in the end.
-  local routes, route_names = {}, {}
+  local routes, route_names, route_by_name, route_by_id = {}, {}, {}, {}
   local function add_route(route, keys, service)
     unique(r, route_names, route.name, keys, "route")
     if service and service.enabled ~= false then
@@ -1092,6 +1175,13 @@ local function compile(r, doc, file)
       c.service = service.index
       routes[#routes + 1] = { route = c, line = line_of(r.doc, r.lines, keys) or math_huge,
                               seq = #routes + 1 }
+      if route.name and not route_by_name[str_lower(route.name)] then
+        route_by_name[str_lower(route.name)] = c
+      end
+      if route.id then
+        route_by_id[route.id] = c
+      end
+      add_plugins(route.plugins, keys, nil, c)
     end
   end
   for i, s in ipairs(doc.services or {}) do
@@ -1129,6 +1219,55 @@ local function compile(r, doc, file)
   end)
   for i, x in ipairs(routes) do
     out.routes[i] = x.route
+    x.route.index = i
+  end
+
+  for i, s in ipairs(doc.services or {}) do
+    if s and services[i] and services[i].enabled ~= false then
+      add_plugins(s.plugins, { "services", i }, services[i], nil)
+    end
+  end
+  for i, p in ipairs(doc.plugins or {}) do
+    if p then
+      local keys = { "plugins", i }
+      local service, route, ref
+      if p.service ~= nil then
+        service, ref = find_ref(p.service, service_by_name, service_by_id)
+        if not service then
+          r.add(copy_keys(keys, "service"), "no service named " .. quote(ref))
+        end
+      end
+      if p.route ~= nil then
+        route, ref = find_ref(p.route, route_by_name, route_by_id)
+        if not route then
+          r.add(copy_keys(keys, "route"), "no route named " .. quote(ref))
+        end
+      end
+      if (p.service == nil or service) and (p.route == nil or route) then
+        add_plugins({ p }, nil, service, route, keys)
+      end
+    end
+  end
+
+  -- One instance per plugin name and scope.
+  out.plugins = {}
+  local seen = {}
+  for _, inst in ipairs(instances) do
+    local scope = (inst.route and ("r" .. inst.route.index) or "")
+      .. (inst.service and ("s" .. tostring(inst.service.index)) or "")
+    local id = inst.name .. "|" .. scope
+    if seen[id] then
+      r.add(copy_keys(inst.keys, "name"), "plugin " .. quote(inst.name)
+        .. " is configured twice for the same scope (also " .. r.describe(seen[id]) .. ")")
+    else
+      seen[id] = inst.keys
+      out.plugins[#out.plugins + 1] = {
+        name = inst.name, config = inst.config, priority = inst.priority,
+        route = inst.route and inst.route.index or nil,
+        service = inst.service and inst.service.index or nil,
+        where = r.where(inst.keys),
+      }
+    end
   end
 
   for _, u in ipairs(out.upstreams) do

@@ -2,6 +2,7 @@
 local config = require("sluice.config")
 
 local FIXTURES = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or ".") .. "/fixtures"
+local PLUGINS_DIR = require("sluice.paths").plugins
 
 -- Loads YAML text; returns the normalized config, or fails showing the errors.
 local function ok(text)
@@ -464,29 +465,78 @@ server:
         bad(HEAD .. "service: []\n"))
     end)
 
-    it("refuses plugins, consumers and certificates at any level, unless empty", function()
+    it("refuses unknown plugins, consumers and certificates at any level", function()
       ok(HEAD .. "plugins: []\nconsumers: []\ncertificates: []\n")
       local err = bad(HEAD .. [[
 plugins:
-- name: rate-limiting
+- name: no-such-plugin
 consumers:
 - username: bob
 certificates:
 - cert: x
 services:
 - host: a
-  plugins: [{ name: cors }]
+  plugins: [{ name: cors-unknown }]
   routes:
   - paths: [/]
-    plugins: [{ name: key-auth }]
+    plugins: [{ name: key-auth-unknown }]
 ]])
-      assert.matches("t.yaml:2: plugins: plugins are not supported yet %(they come with the "
-        .. "plugin runtime%)", err)
+      assert.matches("t.yaml:3: plugins%[0%]%.name: plugin 'no%-such%-plugin' not found", err)
       assert.matches("t.yaml:4: consumers: consumers are not supported yet", err)
       assert.matches("t.yaml:6: certificates: certificates are not supported yet", err)
-      assert.matches("t.yaml:10: services%[0%]%.plugins: plugins are not supported yet", err)
-      assert.matches("t.yaml:13: services%[0%]%.routes%[0%]%.plugins: plugins are not "
-        .. "supported yet", err)
+      assert.matches("t.yaml:10: services%[0%]%.plugins%[0%]%.name: plugin 'cors%-unknown' "
+        .. "not found", err)
+      assert.matches("t.yaml:13: services%[0%]%.routes%[0%]%.plugins%[0%]%.name: plugin "
+        .. "'key%-auth%-unknown' not found", err)
+    end)
+
+    it("checks a plugin's config against its schema, with the path of the field", function()
+      local err = bad(HEAD .. [[
+services:
+- host: a
+  routes:
+  - paths: [/]
+    plugins:
+    - name: request-termination
+      config:
+        status_code: "teapot"
+        colour: blue
+]])
+      assert.matches("t.yaml:9: services%[0%]%.routes%[0%]%.plugins%[0%]%.config%.status_code: "
+        .. "expected an integer", err)
+      assert.matches("t.yaml:10: services%[0%]%.routes%[0%]%.plugins%[0%]%.config%.colour: "
+        .. "unknown field 'colour'", err)
+    end)
+
+    it("resolves plugin scopes: global, service, route, and top-level references", function()
+      local out = ok(HEAD .. [[
+services:
+- name: s1
+  host: a
+  plugins: [{ name: request-termination, config: { status_code: 401 } }]
+  routes:
+  - name: r1
+    paths: [/]
+    plugins: [{ name: request-termination, config: { status_code: 402 } }]
+plugins:
+- name: request-termination
+  config: { status_code: 403 }
+- name: pre-function
+  route: r1
+  enabled: false
+- name: post-function
+  service: s1
+  priority: 7
+]])
+      local by = {}
+      for _, p in ipairs(out.plugins) do
+        by[p.name .. ":" .. tostring(p.route) .. ":" .. tostring(p.service)] = p
+      end
+      assert.equal(402, by["request-termination:1:nil"].config.status_code)
+      assert.equal(401, by["request-termination:nil:1"].config.status_code)
+      assert.equal(403, by["request-termination:nil:nil"].config.status_code)
+      assert.is_nil(by["pre-function:1:nil"])
+      assert.equal(7, by["post-function:nil:1"].priority)
     end)
 
     it("refuses an empty file and a top level that is not a mapping", function()
@@ -507,8 +557,8 @@ services:
           .. "line 3)",
         file .. ":15: services[1].timeout: unknown field 'timeout'",
         file .. ':18: routes[0].service: no service named "missing"',
-        file .. ":20: plugins: plugins are not supported yet (they come with the plugin "
-          .. "runtime)",
+        file .. ":21: plugins[0].name: plugin 'rate-limiting' not found (looked in "
+          .. PLUGINS_DIR .. ")",
         "",
       }, "\n"), err)
       assert.equal(6, #errors)

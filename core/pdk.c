@@ -1,0 +1,219 @@
+/* pdk.c: the sl_ffi_* functions the Lua PDK calls for the current request. */
+#include <ev.h>
+#include <string.h>
+
+#include "log.h"
+#include "proxy.h"
+#include "sl_ffi.h"
+#include "worker.h"
+
+static const char *const ERR_PHASE = "not allowed in this phase";
+
+SL_EXPORT int sl_ffi_req_get_line(sl_request_t *r, const char **method, size_t *mlen,
+                                  const char **path, size_t *plen, const char **query, size_t *qlen,
+                                  int *has_query)
+{
+    *method = r->h.method;
+    *mlen = r->h.method_len;
+    *path = r->h.path;
+    *plen = r->h.path_len;
+    *query = r->h.query;
+    *qlen = r->h.query_len;
+    *has_query = r->h.query != NULL;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_req_get_host(sl_request_t *r, const char **host, size_t *hlen, int *port)
+{
+    const char *p = r->h.host;
+    size_t n = r->h.host_len;
+    /* The host without its port; an IPv6 literal keeps its brackets. */
+    if (n > 0 && p[0] == '[') {
+        const char *rb = memchr(p, ']', n);
+        if (rb != NULL)
+            n = (size_t)(rb - p) + 1;
+    } else if (n > 0) {
+        const char *colon = memchr(p, ':', n);
+        if (colon != NULL)
+            n = (size_t)(colon - p);
+    }
+    *host = p;
+    *hlen = n;
+    *port = r->c->ls->port;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_req_get_match(sl_request_t *r, const char **path, size_t *plen,
+                                   const int **caps, int *ncaps, const char *const **names)
+{
+    *path = r->path;
+    *plen = r->path_len;
+    *caps = r->m.captures;
+    *ncaps = r->route != NULL ? r->m.ncaptures : 0;
+    *names = r->m.capture_names;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_req_header_count(sl_request_t *r)
+{
+    return (int)r->h.nheaders;
+}
+
+SL_EXPORT int sl_ffi_req_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
+                                   const char **value, size_t *vlen)
+{
+    if (i < 0 || (size_t)i >= r->h.nheaders)
+        return SL_DECLINED;
+    const sl_http_header_t *h = &r->h.headers[i];
+    *name = h->name;
+    *nlen = h->name_len;
+    *value = h->value;
+    *vlen = h->value_len;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_req_get_body(sl_request_t *r, const char **body, size_t *len)
+{
+    if (r->h.body == SL_HTTP_BODY_NONE)
+        return SL_DECLINED;
+    /* Only a Content-Length body that arrived whole and was not sent yet can
+     * be read in place; chunked and larger bodies come with body streaming. */
+    if (r->h.body != SL_HTTP_BODY_LENGTH || !r->body_done || r->body_trimmed)
+        return SL_AGAIN;
+    *body = r->c->in->data + r->head_len;
+    *len = (size_t)r->h.content_length;
+    return SL_OK;
+}
+
+SL_EXPORT double sl_ffi_req_start_time(sl_request_t *r)
+{
+    return r->start;
+}
+
+SL_EXPORT int sl_ffi_req_client(sl_request_t *r, const char **ip, size_t *len, int *port)
+{
+    *ip = r->c->peer_text;
+    *len = r->c->peer_text_len;
+    *port = r->c->peer_port;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_resp_status(sl_request_t *r)
+{
+    return r->client_status ? r->client_status : r->status;
+}
+
+SL_EXPORT int sl_ffi_resp_header_count(sl_request_t *r)
+{
+    return r->resp_head_parsed ? (int)r->r.nheaders : 0;
+}
+
+SL_EXPORT int sl_ffi_resp_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
+                                    const char **value, size_t *vlen)
+{
+    if (!r->resp_head_parsed || i < 0 || (size_t)i >= r->r.nheaders)
+        return SL_DECLINED;
+    const sl_http_header_t *h = &r->r.headers[i];
+    *name = h->name;
+    *nlen = h->name_len;
+    *value = h->value;
+    *vlen = h->value_len;
+    return SL_OK;
+}
+
+/* Copies s into the request's arena (created on first use). */
+static const char *keep(sl_request_t *r, const char *s, size_t len)
+{
+    if (r->arena == NULL && (r->arena = sl_arena_create(16384)) == NULL)
+        return NULL;
+    return sl_arena_strndup(r->arena, s, len);
+}
+
+SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size_t nlen,
+                               const char *value, size_t vlen, const char **err)
+{
+    if ((target == 0 && r->phase > SL_PHASE_ACCESS) ||
+        (target == 1 && r->phase > SL_PHASE_HEADER_FILTER)) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (op == 0 || op == 2) {
+        /* A set or clear supersedes what earlier ops said about the name. */
+        int kept = 0;
+        for (int i = 0; i < r->nops; i++) {
+            sl_header_op_t *o = &r->ops[i];
+            if (o->target == target && o->name_len == nlen && strncasecmp(o->name, name, nlen) == 0)
+                continue;
+            r->ops[kept++] = *o;
+        }
+        r->nops = kept;
+    }
+    if (r->nops == SL_MAX_HEADER_OPS) {
+        *err = "too many header changes in one request";
+        return SL_ERROR;
+    }
+    sl_header_op_t *o = &r->ops[r->nops];
+    o->name = keep(r, name, nlen);
+    o->value = op == 2 ? "" : keep(r, value, vlen);
+    if (o->name == NULL || o->value == NULL) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    o->target = (uint8_t)target;
+    o->op = (uint8_t)op;
+    o->name_len = (uint32_t)nlen;
+    o->value_len = op == 2 ? 0 : (uint32_t)vlen;
+    r->nops++;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, size_t len,
+                                  const char **err)
+{
+    if (r->phase > SL_PHASE_ACCESS) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    const char *copy = keep(r, value, len);
+    if (copy == NULL) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    sl_str_t v = {copy, len};
+    if (what == 0)
+        r->up_method = v;
+    else if (what == 1)
+        r->up_path = v;
+    else
+        r->up_query = v;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **err)
+{
+    if (r->phase != SL_PHASE_HEADER_FILTER) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    r->client_status = status;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_sleep(sl_request_t *r, double seconds, const char **err)
+{
+    if (sl_proxy_sleep(r, (int)(seconds * 1000.0 + 0.5)) != SL_OK) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    return SL_OK;
+}
+
+SL_EXPORT void sl_ffi_log(int level, const char *msg, size_t len)
+{
+    if (level < SL_LOG_ERR)
+        level = SL_LOG_ERR;
+    if (level > SL_LOG_DEBUG)
+        level = SL_LOG_DEBUG;
+    if (sl_log_enabled(level))
+        sl_log(level, "%.*s", (int)SL_MIN(len, (size_t)INT32_MAX), msg);
+}

@@ -1,0 +1,113 @@
+-- ffi.lua: the FFI declarations of core/sl_ffi.h, status codes and reusable out-params.
+--
+-- The declarations below are a copy of the header's blocks (without the
+-- SL_EXPORT macro); spec/pdk/ffi_spec.lua fails when the two disagree.
+
+local ffi = require("ffi")
+
+local _M = {}
+
+_M.CDEF = [==[
+/* BEGIN request */
+typedef struct sl_request_s sl_request_t;
+
+/* Phases, in the order a request goes through them. */
+enum {
+    SL_PHASE_NONE = 0,
+    SL_PHASE_INIT_WORKER = 1,
+    SL_PHASE_REWRITE = 2,
+    SL_PHASE_ACCESS = 3,
+    SL_PHASE_HEADER_FILTER = 4,
+    SL_PHASE_LOG = 5,
+};
+
+/* The request whose Lua code runs now; C sets it before every resume, so a
+ * PDK call made after a yield still finds its own request. */
+typedef struct {
+    sl_request_t *r;
+    int phase;
+    double id; /* the per-worker request number: the key of its Lua context */
+} sl_ffi_current_t;
+
+extern sl_ffi_current_t sl_ffi_current;
+
+/* The request line: method, raw path (before '?') and raw query. has_query
+ * says whether a '?' was present. */
+int sl_ffi_req_get_line(sl_request_t *r, const char **method, size_t *mlen,
+                                  const char **path, size_t *plen, const char **query,
+                                  size_t *qlen, int *has_query);
+
+/* The Host the request named (without the port) and the port it arrived on. */
+int sl_ffi_req_get_host(sl_request_t *r, const char **host, size_t *hlen, int *port);
+
+/* The normalized path the router matched, and the route's regex captures:
+ * capture i spans [caps[2i], caps[2i+1]) of it (-1 when unset). */
+int sl_ffi_req_get_match(sl_request_t *r, const char **path, size_t *plen,
+                                   const int **caps, int *ncaps, const char *const **names);
+
+/* Request headers, in order: count, then each by index (0-based). */
+int sl_ffi_req_header_count(sl_request_t *r);
+int sl_ffi_req_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
+                                   const char **value, size_t *vlen);
+
+/* The raw request body when it arrived with the head in full; SL_DECLINED
+ * when there is none, SL_AGAIN when it is larger than what was read. */
+int sl_ffi_req_get_body(sl_request_t *r, const char **body, size_t *len);
+
+/* Seconds since the epoch when the request head was complete. */
+double sl_ffi_req_start_time(sl_request_t *r);
+
+/* The client's address and port. */
+int sl_ffi_req_client(sl_request_t *r, const char **ip, size_t *len, int *port);
+
+/* The upstream response (header_filter): status and headers by index. */
+int sl_ffi_resp_status(sl_request_t *r);
+int sl_ffi_resp_header_count(sl_request_t *r);
+int sl_ffi_resp_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
+                                    const char **value, size_t *vlen);
+
+/* Header edits, applied when the head they target is written: target 0 is
+ * the request sent upstream, 1 the response sent to the client; op 0 sets
+ * (replacing every header of that name), 1 adds, 2 clears. */
+int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name,
+                               size_t nlen, const char *value, size_t vlen, const char **err);
+
+/* Replaces what goes upstream: what 0 = method, 1 = path, 2 = raw query. */
+int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, size_t len,
+                                  const char **err);
+
+/* Sets the status of the response sent to the client (header_filter). */
+int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **err);
+
+/* Arms the request's timer; the caller yields and is resumed when it fires. */
+int sl_ffi_sleep(sl_request_t *r, double seconds, const char **err);
+
+/* This worker's number (0-based) and the number of workers. */
+int sl_ffi_worker_id(int *count);
+
+/* Writes one error-log line at level (0 error .. 4 debug) if enabled. */
+void sl_ffi_log(int level, const char *msg, size_t len);
+/* END request */
+]==]
+
+ffi.cdef(_M.CDEF)
+
+_M.OK = 0
+_M.ERROR = -1
+_M.AGAIN = -2
+_M.DECLINED = -3
+
+-- Out-params reused by every call: the worker runs one Lua call at a time.
+_M.str1 = ffi.new("const char *[1]")
+_M.str2 = ffi.new("const char *[1]")
+_M.str3 = ffi.new("const char *[1]")
+_M.len1 = ffi.new("size_t[1]")
+_M.len2 = ffi.new("size_t[1]")
+_M.len3 = ffi.new("size_t[1]")
+_M.int1 = ffi.new("int[1]")
+_M.int2 = ffi.new("int[1]")
+_M.caps = ffi.new("const int *[1]")
+_M.names = ffi.new("const char *const *[1]")
+_M.err = ffi.new("const char *[1]")
+
+return _M

@@ -1,0 +1,57 @@
+-- functions.lua: the shared implementation of the pre-function and post-function plugins.
+--
+-- Each config's code strings are compiled once per worker (configure) and
+-- cached by config table; a chunk runs with the `sluice` global like any
+-- plugin code. As in Kong, each chunk is tried once when compiled (errors
+-- ignored, outside any request): one that returns a function has that
+-- function run per request; any other chunk is itself run per request.
+
+local loadstring = loadstring
+local pcall = pcall
+local setmetatable = setmetatable
+local type = type
+local ipairs = ipairs
+
+local PHASES = { "rewrite", "access", "header_filter", "log" }
+
+local _M = {}
+
+-- Shape: compiled[conf] = { access = { fn, ... }, ... }; weak so old configs go.
+local compiled = setmetatable({}, { __mode = "k" })
+
+local function compile(conf, name)
+  local out = {}
+  for _, phase in ipairs(PHASES) do
+    local list = {}
+    for i, code in ipairs(conf[phase] or {}) do
+      local chunk = assert(loadstring(code, "=" .. name .. "[" .. phase .. "][" .. i .. "]"))
+      local ok, ret = pcall(chunk)
+      list[i] = (ok and type(ret) == "function") and ret or chunk
+    end
+    out[phase] = list
+  end
+  compiled[conf] = out
+  return out
+end
+
+function _M.new(name, priority)
+  local handler = { PRIORITY = priority, VERSION = "0.1.0" }
+
+  function handler.configure(_, configs)
+    for _, conf in ipairs(configs or {}) do
+      compile(conf, name)
+    end
+  end
+
+  for _, phase in ipairs(PHASES) do
+    handler[phase] = function(_, conf)
+      local fns = (compiled[conf] or compile(conf, name))[phase]
+      for i = 1, #fns do
+        fns[i]()
+      end
+    end
+  end
+  return handler
+end
+
+return _M

@@ -1,0 +1,705 @@
+-- pdk.lua: the `sluice` global plugins use: request, response, service, client, ctx, log, ...
+--
+-- Names follow Kong's PDK (kong.request.get_header -> sluice.request.get_header).
+-- Every function checks the phase it is called in; misuse raises an error,
+-- runtime failures return nil, err. docs/pdk.md documents each one.
+
+local ffi = require("ffi")
+local base = require("sluice.ffi")
+local cjson = require("cjson.safe")
+
+local bit = require("bit")
+local band = bit.band
+local lshift = bit.lshift
+local error = error
+local type = type
+local tostring = tostring
+local tonumber = tonumber
+local pairs = pairs
+local ipairs = ipairs
+local select = select
+local ffi_string = ffi.string
+local str_lower = string.lower
+local str_find = string.find
+local str_sub = string.sub
+local str_gsub = string.gsub
+local str_char = string.char
+local tbl_concat = table.concat
+local co_yield = coroutine.yield
+
+local C = ffi.C
+local cur = C.sl_ffi_current
+local str1, str2, str3 = base.str1, base.str2, base.str3
+local len1, len2, len3 = base.len1, base.len2, base.len3
+local int1, int2 = base.int1, base.int2
+local errp = base.err
+
+local REWRITE, ACCESS, HEADER_FILTER, LOG = 2, 3, 4, 5
+local PHASE_NAMES = { [0] = "(no request)", "init_worker", "rewrite", "access",
+                      "header_filter", "log" }
+
+-- Phase masks: bit n set = allowed in phase n.
+local REQ_PHASES = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, HEADER_FILTER)
+  + lshift(1, LOG)
+local BEFORE_PROXY = lshift(1, REWRITE) + lshift(1, ACCESS)
+local RESPONSE_EDIT = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, HEADER_FILTER)
+local AFTER_HEAD = lshift(1, HEADER_FILTER) + lshift(1, LOG)
+
+local JSON_TYPE = "application/json; charset=utf-8"
+
+local _M = {}
+
+-- Per-request Lua state, by request number: { shared = {}, plugins = {},
+-- plugin = name of the running plugin, exit_status =, exit_body =, exit_headers = }.
+local contexts = {}
+_M.contexts = contexts
+
+local function check(mask, fname)
+  local phase = cur.phase
+  if band(mask, lshift(1, phase)) == 0 then
+    error(fname .. " is not allowed in phase " .. PHASE_NAMES[phase], 3)
+  end
+  return cur.r
+end
+
+local function arg_error(n, fname, expected, v)
+  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected .. " expected, got "
+    .. type(v) .. ")", 3)
+end
+
+-- Percent-decoding for query strings and form bodies ('+' is a space).
+local function unescape(s)
+  if not str_find(s, "[%%+]") then
+    return s
+  end
+  s = str_gsub(s, "+", " ")
+  return (str_gsub(s, "%%(%x%x)", function(h) return str_char(tonumber(h, 16)) end))
+end
+
+-- "a=1&b=2&b=3&c" -> { a = "1", b = { "2", "3" }, c = true }, as Kong does.
+local function decode_args(s)
+  local args = {}
+  for pair in (s .. "&"):gmatch("([^&]*)&") do
+    if pair ~= "" then
+      local eq = str_find(pair, "=", 1, true)
+      local k, v
+      if eq then
+        k, v = unescape(str_sub(pair, 1, eq - 1)), unescape(str_sub(pair, eq + 1))
+      else
+        k, v = unescape(pair), true
+      end
+      local old = args[k]
+      if old == nil then
+        args[k] = v
+      elseif type(old) == "table" then
+        old[#old + 1] = v
+      else
+        args[k] = { old, v }
+      end
+    end
+  end
+  return args
+end
+
+local function header_table(count_fn, at_fn, r, max)
+  local t = {}
+  local n = count_fn(r)
+  if max and max > 0 and n > max then
+    n = max
+  end
+  for i = 0, n - 1 do
+    if at_fn(r, i, str1, len1, str2, len2) == 0 then
+      local name = str_lower(ffi_string(str1[0], len1[0]))
+      local value = ffi_string(str2[0], len2[0])
+      local old = t[name]
+      if old == nil then
+        t[name] = value
+      elseif type(old) == "table" then
+        old[#old + 1] = value
+      else
+        t[name] = { old, value }
+      end
+    end
+  end
+  return t
+end
+
+local function find_header(count_fn, at_fn, r, name)
+  local lname = str_lower(name)
+  local n = count_fn(r)
+  for i = 0, n - 1 do
+    if at_fn(r, i, str1, len1, str2, len2) == 0 and len1[0] == #lname
+        and str_lower(ffi_string(str1[0], len1[0])) == lname then
+      return ffi_string(str2[0], len2[0])
+    end
+  end
+  return nil
+end
+
+-- sluice.request ----------------------------------------------------------------
+
+local request = {}
+
+local function line(r)
+  C.sl_ffi_req_get_line(r, str1, len1, str2, len2, str3, len3, int1)
+end
+
+function request.get_method()
+  local r = check(REQ_PHASES, "sluice.request.get_method")
+  line(r)
+  return ffi_string(str1[0], len1[0])
+end
+
+function request.get_scheme()
+  check(REQ_PHASES, "sluice.request.get_scheme")
+  return "http"
+end
+
+function request.get_host()
+  local r = check(REQ_PHASES, "sluice.request.get_host")
+  C.sl_ffi_req_get_host(r, str1, len1, int1)
+  return str_lower(ffi_string(str1[0], len1[0]))
+end
+
+function request.get_port()
+  local r = check(REQ_PHASES, "sluice.request.get_port")
+  C.sl_ffi_req_get_host(r, str1, len1, int1)
+  return int1[0]
+end
+
+function request.get_raw_path()
+  local r = check(REQ_PHASES, "sluice.request.get_raw_path")
+  line(r)
+  return ffi_string(str2[0], len2[0])
+end
+
+function request.get_path()
+  local r = check(REQ_PHASES, "sluice.request.get_path")
+  C.sl_ffi_req_get_match(r, str1, len1, base.caps, int1, base.names)
+  if str1[0] == nil then
+    line(r)
+    return ffi_string(str2[0], len2[0])
+  end
+  return ffi_string(str1[0], len1[0])
+end
+
+function request.get_raw_query()
+  local r = check(REQ_PHASES, "sluice.request.get_raw_query")
+  line(r)
+  if int1[0] == 0 then
+    return ""
+  end
+  return ffi_string(str3[0], len3[0])
+end
+
+function request.get_path_with_query()
+  local r = check(REQ_PHASES, "sluice.request.get_path_with_query")
+  line(r)
+  local path = ffi_string(str2[0], len2[0])
+  if int1[0] == 0 or len3[0] == 0 then
+    return path
+  end
+  return path .. "?" .. ffi_string(str3[0], len3[0])
+end
+
+function request.get_query(max_args)
+  check(REQ_PHASES, "sluice.request.get_query")
+  local q = request.get_raw_query()
+  local args = decode_args(q)
+  if max_args then
+    local n = 0
+    for k in pairs(args) do
+      n = n + 1
+      if n > max_args then
+        args[k] = nil
+      end
+    end
+  end
+  return args
+end
+
+function request.get_query_arg(name)
+  if type(name) ~= "string" then
+    arg_error(1, "get_query_arg", "string", name)
+  end
+  check(REQ_PHASES, "sluice.request.get_query_arg")
+  local v = request.get_query()[name]
+  if type(v) == "table" then
+    return v[1]
+  end
+  return v
+end
+
+function request.get_header(name)
+  if type(name) ~= "string" then
+    arg_error(1, "get_header", "string", name)
+  end
+  local r = check(REQ_PHASES, "sluice.request.get_header")
+  return find_header(C.sl_ffi_req_header_count, C.sl_ffi_req_header_at, r,
+    (str_gsub(name, "_", "-")))
+end
+
+function request.get_headers(max_headers)
+  local r = check(REQ_PHASES, "sluice.request.get_headers")
+  return header_table(C.sl_ffi_req_header_count, C.sl_ffi_req_header_at, r, max_headers)
+end
+
+function request.get_raw_body()
+  local r = check(BEFORE_PROXY, "sluice.request.get_raw_body")
+  local rc = C.sl_ffi_req_get_body(r, str1, len1)
+  if rc == base.DECLINED then
+    return ""
+  end
+  if rc ~= 0 then
+    return nil, "the request body is larger than what sluice buffers"
+  end
+  return ffi_string(str1[0], len1[0])
+end
+
+function request.get_body(mimetype)
+  check(BEFORE_PROXY, "sluice.request.get_body")
+  local ctype = mimetype or request.get_header("content-type") or ""
+  local raw, err = request.get_raw_body()
+  if not raw then
+    return nil, err
+  end
+  if str_find(ctype, "application/json", 1, true) then
+    local v, jerr = cjson.decode(raw)
+    if v == nil then
+      return nil, "invalid JSON body: " .. tostring(jerr)
+    end
+    return v, nil, "application/json"
+  end
+  if str_find(ctype, "application/x-www-form-urlencoded", 1, true) then
+    return decode_args(raw), nil, "application/x-www-form-urlencoded"
+  end
+  return nil, "unsupported content type '" .. ctype .. "'"
+end
+
+function request.get_start_time()
+  local r = check(REQ_PHASES, "sluice.request.get_start_time")
+  return C.sl_ffi_req_start_time(r) * 1000
+end
+
+function request.get_uri_captures()
+  local r = check(REQ_PHASES, "sluice.request.get_uri_captures")
+  C.sl_ffi_req_get_match(r, str1, len1, base.caps, int1, base.names)
+  local unnamed, named = {}, {}
+  local path = str1[0] ~= nil and ffi_string(str1[0], len1[0]) or ""
+  local caps, names = base.caps[0], base.names[0]
+  for i = 1, int1[0] - 1 do
+    local s, e = caps[2 * i], caps[2 * i + 1]
+    local v = s >= 0 and str_sub(path, s + 1, e) or false
+    unnamed[i] = v
+    if names ~= nil and names[i] ~= nil then
+      named[ffi_string(names[i])] = v
+    end
+  end
+  return { unnamed = unnamed, named = named }
+end
+
+-- sluice.client -------------------------------------------------------------------
+
+local client = {}
+
+function client.get_ip()
+  local r = check(REQ_PHASES, "sluice.client.get_ip")
+  C.sl_ffi_req_client(r, str1, len1, int1)
+  return ffi_string(str1[0], len1[0])
+end
+
+function client.get_port()
+  local r = check(REQ_PHASES, "sluice.client.get_port")
+  C.sl_ffi_req_client(r, str1, len1, int1)
+  return int1[0]
+end
+
+-- sluice.response ----------------------------------------------------------------
+
+local response = {}
+
+local function header_op(target, op, fname, name, value)
+  if type(name) ~= "string" or name == "" then
+    arg_error(1, fname, "non-empty string", name)
+  end
+  if op ~= 2 then
+    local t = type(value)
+    if t == "number" or t == "boolean" then
+      value = tostring(value)
+    elseif t ~= "string" then
+      arg_error(2, fname, "string", value)
+    end
+    if str_find(value, "[\r\n%z]") then
+      error("bad argument #2 to '" .. fname .. "' (header values cannot hold CR, LF or NUL)",
+        3)
+    end
+  end
+  if str_find(name, "[^%w!#%$%%&'%*%+%-%.%^_`|~]") then
+    error("bad argument #1 to '" .. fname .. "' (invalid header name '" .. name .. "')", 3)
+  end
+  local r = cur.r
+  if r == nil then
+    error(fname .. " can only be called while handling a request", 3)
+  end
+  value = value or ""
+  if C.sl_ffi_header_op(r, target, op, name, #name, value, #value, errp) ~= 0 then
+    error(fname .. ": " .. ffi_string(errp[0]) .. " (phase " .. PHASE_NAMES[cur.phase] .. ")",
+      3)
+  end
+  return true
+end
+
+function response.get_status()
+  local r = check(AFTER_HEAD, "sluice.response.get_status")
+  return C.sl_ffi_resp_status(r)
+end
+
+function response.set_status(status)
+  if type(status) ~= "number" or status < 100 or status > 999 then
+    arg_error(1, "set_status", "status code (100-999)", status)
+  end
+  local r = check(lshift(1, HEADER_FILTER), "sluice.response.set_status")
+  C.sl_ffi_resp_set_status(r, status, errp)
+  return true
+end
+
+function response.get_header(name)
+  if type(name) ~= "string" then
+    arg_error(1, "get_header", "string", name)
+  end
+  local r = check(AFTER_HEAD, "sluice.response.get_header")
+  return find_header(C.sl_ffi_resp_header_count, C.sl_ffi_resp_header_at, r, name)
+end
+
+function response.get_headers(max_headers)
+  local r = check(AFTER_HEAD, "sluice.response.get_headers")
+  return header_table(C.sl_ffi_resp_header_count, C.sl_ffi_resp_header_at, r, max_headers)
+end
+
+function response.set_header(name, value)
+  check(RESPONSE_EDIT, "sluice.response.set_header")
+  return header_op(1, 0, "set_header", name, value)
+end
+
+function response.add_header(name, value)
+  check(RESPONSE_EDIT, "sluice.response.add_header")
+  return header_op(1, 1, "add_header", name, value)
+end
+
+function response.clear_header(name)
+  check(RESPONSE_EDIT, "sluice.response.clear_header")
+  return header_op(1, 2, "clear_header", name)
+end
+
+function response.set_headers(headers)
+  if type(headers) ~= "table" then
+    arg_error(1, "set_headers", "table", headers)
+  end
+  check(RESPONSE_EDIT, "sluice.response.set_headers")
+  for k, v in pairs(headers) do
+    if type(v) == "table" then
+      header_op(1, 2, "set_headers", k)
+      for _, one in ipairs(v) do
+        header_op(1, 1, "set_headers", k, one)
+      end
+    else
+      header_op(1, 0, "set_headers", k, v)
+    end
+  end
+  return true
+end
+
+-- Ends the request with this response; plugins after this one do not run.
+-- A table body is sent as JSON. Use as `return sluice.response.exit(...)`.
+function response.exit(status, body, headers)
+  if type(status) ~= "number" or status < 100 or status > 999 then
+    arg_error(1, "exit", "status code (100-999)", status)
+  end
+  if headers ~= nil and type(headers) ~= "table" then
+    arg_error(3, "exit", "table", headers)
+  end
+  check(BEFORE_PROXY, "sluice.response.exit")
+  local ctx = contexts[cur.id]
+  local out = {}
+  for k, v in pairs(headers or {}) do
+    out[k] = v
+  end
+  if type(body) == "table" then
+    local json, err = cjson.encode(body)
+    if not json then
+      error("bad argument #2 to 'exit' (cannot encode the body as JSON: " .. tostring(err)
+        .. ")", 2)
+    end
+    body = json
+    local has_type = false
+    for k in pairs(out) do
+      if str_lower(k) == "content-type" then
+        has_type = true
+      end
+    end
+    if not has_type then
+      out["Content-Type"] = JSON_TYPE
+    end
+  elseif body ~= nil and type(body) ~= "string" then
+    arg_error(2, "exit", "string or table", body)
+  end
+  ctx.exit_status, ctx.exit_body, ctx.exit_headers = status, body, out
+end
+
+-- Like exit, with Kong's JSON error body { message = ... }.
+function response.error(status, message, headers)
+  if message == nil then
+    message = status >= 500 and "An unexpected error occurred" or "Request failed"
+  end
+  return response.exit(status, { message = message }, headers)
+end
+
+-- sluice.service ------------------------------------------------------------------
+
+local service = { request = {}, response = {} }
+
+local function upstream_set(what, fname, value)
+  if type(value) ~= "string" then
+    arg_error(1, fname, "string", value)
+  end
+  local r = check(BEFORE_PROXY, "sluice.service.request." .. fname)
+  if C.sl_ffi_upstream_set(r, what, value, #value, errp) ~= 0 then
+    error(fname .. ": " .. ffi_string(errp[0]), 2)
+  end
+  return true
+end
+
+function service.request.set_method(m)
+  if type(m) == "string" and not str_find(m, "^[%u]+$") then
+    error("bad argument #1 to 'set_method' (invalid method '" .. m .. "')", 2)
+  end
+  return upstream_set(0, "set_method", m)
+end
+
+function service.request.set_path(p)
+  if type(p) == "string" and str_sub(p, 1, 1) ~= "/" then
+    error("bad argument #1 to 'set_path' (path must start with '/')", 2)
+  end
+  if type(p) == "string" and str_find(p, "[%s%c?#]") then
+    error("bad argument #1 to 'set_path' (path cannot hold spaces, '?' or '#')", 2)
+  end
+  return upstream_set(1, "set_path", p)
+end
+
+function service.request.set_raw_query(q)
+  if type(q) == "string" and str_find(q, "[%s%c#]") then
+    error("bad argument #1 to 'set_raw_query' (query cannot hold spaces or '#')", 2)
+  end
+  return upstream_set(2, "set_raw_query", q)
+end
+
+local function escape(s)
+  return (str_gsub(tostring(s), "[^%w%-%._~]", function(c)
+    return ("%%%02X"):format(c:byte())
+  end))
+end
+
+function service.request.set_query(args)
+  if type(args) ~= "table" then
+    arg_error(1, "set_query", "table", args)
+  end
+  local keys = {}
+  for k in pairs(args) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = args[k]
+    if v == true then
+      parts[#parts + 1] = escape(k)
+    elseif type(v) == "table" then
+      for _, one in ipairs(v) do
+        parts[#parts + 1] = escape(k) .. "=" .. escape(one)
+      end
+    elseif v ~= false then
+      parts[#parts + 1] = escape(k) .. "=" .. escape(v)
+    end
+  end
+  return upstream_set(2, "set_query", tbl_concat(parts, "&"))
+end
+
+function service.request.set_header(name, value)
+  check(BEFORE_PROXY, "sluice.service.request.set_header")
+  return header_op(0, 0, "set_header", name, value)
+end
+
+function service.request.add_header(name, value)
+  check(BEFORE_PROXY, "sluice.service.request.add_header")
+  return header_op(0, 1, "add_header", name, value)
+end
+
+function service.request.clear_header(name)
+  check(BEFORE_PROXY, "sluice.service.request.clear_header")
+  return header_op(0, 2, "clear_header", name)
+end
+
+function service.request.set_headers(headers)
+  if type(headers) ~= "table" then
+    arg_error(1, "set_headers", "table", headers)
+  end
+  check(BEFORE_PROXY, "sluice.service.request.set_headers")
+  for k, v in pairs(headers) do
+    if type(v) == "table" then
+      header_op(0, 2, "set_headers", k)
+      for _, one in ipairs(v) do
+        header_op(0, 1, "set_headers", k, one)
+      end
+    else
+      header_op(0, 0, "set_headers", k, v)
+    end
+  end
+  return true
+end
+
+function service.response.get_status()
+  local r = check(AFTER_HEAD, "sluice.service.response.get_status")
+  C.sl_ffi_req_get_line(r, str1, len1, str2, len2, str3, len3, int1)
+  return C.sl_ffi_resp_status(r)
+end
+
+service.response.get_header = response.get_header
+service.response.get_headers = response.get_headers
+
+-- sluice.ctx --------------------------------------------------------------------
+
+-- sluice.ctx.shared: one table per request shared by its plugins;
+-- sluice.ctx.plugin: one per request and plugin.
+local ctx = setmetatable({}, {
+  __index = function(_, k)
+    local c = contexts[cur.id]
+    if cur.r == nil or not c then
+      return nil
+    end
+    if k == "shared" then
+      return c.shared
+    end
+    if k == "plugin" then
+      local name = c.plugin or "?"
+      local t = c.plugins[name]
+      if not t then
+        t = {}
+        c.plugins[name] = t
+      end
+      return t
+    end
+    return nil
+  end,
+})
+
+-- sluice.log ---------------------------------------------------------------------
+
+local LEVELS = { err = 0, warn = 1, notice = 2, info = 3, debug = 4 }
+
+local log = {}
+
+-- Writes to sluice's error log, tagged with the running plugin's name.
+local function write_log(level, ...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do
+    parts[i] = tostring((select(i, ...)))
+  end
+  local c = cur.r ~= nil and contexts[cur.id]
+  local msg = (c and c.plugin and ("[" .. c.plugin .. "] ") or "") .. tbl_concat(parts)
+  C.sl_ffi_log(level, msg, #msg)
+end
+_M.write_log = write_log
+
+for name, level in pairs(LEVELS) do
+  log[name] = function(...)
+    write_log(level, ...)
+  end
+end
+
+-- The request as the log plugins serialize it. Query string values and
+-- credential headers are left out.
+function log.serialize()
+  local r = check(REQ_PHASES, "sluice.log.serialize")
+  local headers = request.get_headers()
+  for _, secret in ipairs({ "authorization", "cookie", "proxy-authorization", "x-api-key",
+                            "apikey" }) do
+    if headers[secret] then
+      headers[secret] = "REDACTED"
+    end
+  end
+  local out = {
+    request = { method = request.get_method(), uri = request.get_raw_path(),
+                headers = headers, size = nil },
+    client_ip = client.get_ip(),
+    started_at = C.sl_ffi_req_start_time(r) * 1000,
+  }
+  if cur.phase >= HEADER_FILTER then
+    out.response = { status = C.sl_ffi_resp_status(r) }
+  end
+  return out
+end
+
+-- sluice.node / sluice.worker ------------------------------------------------------------
+
+local node = {}
+local node_id
+
+function node.get_id()
+  if not node_id then
+    local f = io.open("/proc/sys/kernel/random/uuid", "r")
+    node_id = f and f:read("*l") or tostring(os.time())
+    if f then
+      f:close()
+    end
+  end
+  return node_id
+end
+
+function node.get_hostname()
+  local f = io.open("/proc/sys/kernel/hostname", "r")
+  local h = f and f:read("*l") or "localhost"
+  if f then
+    f:close()
+  end
+  return h
+end
+
+function node.get_worker_id()
+  return C.sl_ffi_worker_id(int2), int2[0]
+end
+
+function node.get_memory_stats()
+  return { lua_kb = collectgarbage("count") }
+end
+
+-- sluice.sleep: waits without blocking the worker (rewrite and access).
+local function sleep(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then
+    arg_error(1, "sleep", "non-negative number", seconds)
+  end
+  local r = check(BEFORE_PROXY, "sluice.sleep")
+  if C.sl_ffi_sleep(r, seconds, errp) ~= 0 then
+    error("sluice.sleep: " .. ffi_string(errp[0]), 2)
+  end
+  co_yield()
+  return true
+end
+
+_M.sluice = {
+  request = request,
+  response = response,
+  service = service,
+  client = client,
+  ctx = ctx,
+  log = log,
+  json = cjson,
+  node = node,
+  sleep = sleep,
+  version = "0.1.0",
+}
+
+-- The global every plugin sees.
+rawset(_G, "sluice", _M.sluice)
+
+return _M
