@@ -923,11 +923,50 @@ static void summary_upstreams(const sl_config_t *cf, FILE *out)
     print_more(out, cf->nupstreams);
 }
 
-void sl_config_summary(const sl_config_t *cf, FILE *out)
+/* Every route's plugin chain, in running order, as the runner built it. */
+static void summary_chains(const sl_config_t *cf, FILE *out)
+{
+    lua_State *L = cf->L;
+    fprintf(out, "plugin chains\n");
+    for (size_t i = 0; i < cf->nroutes; i++) {
+        const sl_route_t *r = cf->routes[i];
+        fprintf(out, "  %s", r->name != NULL ? r->name : "(unnamed)");
+        if (r->name == NULL)
+            fprintf(out, " #%zu", i);
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "sluice.runner");
+        if (sl_lua_pcall(L, 1, 1) != SL_OK) {
+            fprintf(out, "  (runner unavailable: %s)\n", lua_tostring(L, -1));
+            lua_pop(L, 1);
+            continue;
+        }
+        lua_getfield(L, -1, "describe");
+        lua_pushinteger(L, (lua_Integer)i + 1);
+        if (sl_lua_pcall(L, 1, 1) != SL_OK || !lua_istable(L, -1)) {
+            fprintf(out, "  (cannot describe)\n");
+            lua_pop(L, 2);
+            continue;
+        }
+        size_t n = lua_objlen(L, -1);
+        if (n == 0)
+            fprintf(out, "  (no plugins: never enters Lua)");
+        for (size_t j = 1; j <= n; j++) {
+            lua_rawgeti(L, -1, (int)j);
+            fprintf(out, "%s%s", j == 1 ? "  " : " -> ", lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        fputc('\n', out);
+        lua_pop(L, 2);
+    }
+}
+
+void sl_config_summary(const sl_config_t *cf, FILE *out, int chains)
 {
     summary_server(cf, out);
     summary_services(cf, out);
     summary_routes(cf, out);
     summary_upstreams(cf, out);
+    if (chains && cf->L != NULL)
+        summary_chains(cf, out);
     fprintf(out, "configuration OK\n");
 }

@@ -161,7 +161,8 @@ sl_config_t *sl_config_load(const char *path, char **err);
 
 void sl_config_free(sl_config_t *cf);
 
-/* Writes the one-screen summary `sluice check` prints. */
-void sl_config_summary(const sl_config_t *cf, FILE *out);
+/* Writes the one-screen summary `sluice check` prints; with chains, each
+ * route's plugins in running order too (`sluice check --routes`). */
+void sl_config_summary(const sl_config_t *cf, FILE *out, int chains);
 
 #endif

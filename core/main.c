@@ -21,7 +21,8 @@ static void usage(FILE *out)
             "\n"
             "commands:\n"
             "  start [-c FILE] [--daemon]   run the gateway (foreground unless --daemon)\n"
-            "  check [-c FILE]              validate FILE and print what it defines\n"
+            "  check [-c FILE] [--routes]   validate FILE and print what it defines\n"
+            "                               (--routes: each route's plugins, in order)\n"
             "  stop  [-c FILE] [--now]      stop the running gateway named by server.pid_file\n"
             "                               (graceful drain; --now skips the drain)\n"
             "  test  [busted args] [PATH]   run busted specs inside sluice's LuaJIT\n"
@@ -35,6 +36,7 @@ typedef struct {
     const char *config;
     int daemon;
     int now;
+    int routes;
 } options_t;
 
 /* Parses the options shared by start, check and stop; returns -1 on a bad one. */
@@ -48,6 +50,8 @@ static int parse_options(int argc, char **argv, options_t *o)
             o->daemon = 1;
         } else if (strcmp(argv[i], "--now") == 0) {
             o->now = 1;
+        } else if (strcmp(argv[i], "--routes") == 0) {
+            o->routes = 1;
         } else {
             fprintf(stderr, "sluice: unknown option '%s' (see 'sluice help')\n", argv[i]);
             return -1;
@@ -72,7 +76,7 @@ static int cmd_check(options_t *o)
     sl_config_t *cf = load(o->config);
     if (cf == NULL)
         return 1;
-    sl_config_summary(cf, stdout);
+    sl_config_summary(cf, stdout, o->routes);
     sl_config_free(cf);
     return 0;
 }

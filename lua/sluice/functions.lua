@@ -37,6 +37,11 @@ end
 function _M.new(name, priority)
   local handler = { PRIORITY = priority, VERSION = "0.1.0" }
 
+  -- Only phases with code join the chain.
+  function handler.uses_phase(conf, phase)
+    return conf[phase] ~= nil and #conf[phase] > 0
+  end
+
   function handler.configure(_, configs)
     for _, conf in ipairs(configs or {}) do
       compile(conf, name)

@@ -32,9 +32,16 @@ local rewrite_chain = {}
 -- Every plugin in use: name -> { handler =, configs = { conf, ... } }.
 local in_use = {}
 
+-- A chain entry for a plugin instance in a phase, or nil when it has nothing
+-- to do there. A handler may say per config which phases it uses
+-- (handler.uses_phase(conf, name)), so an idle phase costs nothing.
 local function entry(inst, plugin, phase)
-  local fn = plugin.handler[PHASES[phase]]
+  local h = plugin.handler
+  local fn = h[PHASES[phase]]
   if type(fn) ~= "function" then
+    return nil
+  end
+  if type(h.uses_phase) == "function" and not h.uses_phase(inst.config, PHASES[phase]) then
     return nil
   end
   return { name = inst.name, handler = plugin.handler, fn = fn, conf = inst.config,
