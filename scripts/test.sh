@@ -51,7 +51,7 @@ unit() { # build dir
 }
 
 integration() { # build dir
-    SLUICE_BIN="$PWD/$1/sluice" "$1/sluice" test spec/
+    SLUICE_BIN="$PWD/$1/sluice" "$1/sluice" test spec/ examples/
 }
 
 fuzz() {
