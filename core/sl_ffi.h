@@ -98,6 +98,83 @@ SL_EXPORT void sl_ffi_log(int level, const char *msg, size_t len);
 /* END request */
 
 /* BEGIN shdict */
+/* Shared dicts (core/shdict.c; Lua: lua/sluice/shared.lua). Keys are 1 to
+ * 65535 bytes of anything; a key outside that fails with "empty key" or "key
+ * too long". Expired entries are invisible except to a stale get. Every call
+ * takes the dict's process-shared lock for its duration and never blocks on
+ * anything else. */
+typedef struct sl_shdict_s sl_shdict_t;
+
+/* Value types. Booleans travel as num 0 or 1. */
+enum { SL_SHDICT_NIL = 0, SL_SHDICT_BOOLEAN = 1, SL_SHDICT_NUMBER = 3, SL_SHDICT_STRING = 4 };
+
+/* Store operations; SL_SHDICT_SAFE may be or-ed into any of them. */
+enum { SL_SHDICT_SET = 0, SL_SHDICT_ADD = 1, SL_SHDICT_REPLACE = 2, SL_SHDICT_SAFE = 4 };
+
+/* The dict configured as name[0..len): SL_OK with *dict, or SL_DECLINED. */
+SL_EXPORT int sl_ffi_shdict_find(const char *name, size_t len, sl_shdict_t **dict);
+
+/* Like find, but creates and registers a dict of `size` bytes when none has
+ * that name (for specs: a dict created after the fork is private to the
+ * process that created it). SL_OK, or SL_ERROR with *err. */
+SL_EXPORT int sl_ffi_shdict_open(const char *name, size_t len, size_t size, sl_shdict_t **dict,
+                                 const char **err);
+
+/* Copies key's value into buf[0..cap): SL_OK with *type, *vlen (strings),
+ * *num (numbers, booleans), *flags and *is_stale; SL_DECLINED when there is no
+ * such key (or it expired and stale is 0); SL_AGAIN when a string value needs
+ * more than cap bytes, with the size in *vlen (call again with a bigger buf);
+ * SL_ERROR with *err. A fresh hit counts as a use for the LRU order. */
+SL_EXPORT int sl_ffi_shdict_get(sl_shdict_t *dict, const char *key, size_t klen, int stale,
+                                char *buf, size_t cap, int *type, size_t *vlen, double *num,
+                                uint32_t *flags, int *is_stale, const char **err);
+
+/* set, add or replace key (op, see above) with a value of `type` (str/slen
+ * for strings, num otherwise), expiring after exptime seconds (0: never) and
+ * carrying user flags. A NIL value deletes key (op SET only). SL_OK; or
+ * SL_DECLINED with "exists" (ADD) or "not found" (REPLACE); or SL_ERROR with
+ * "no memory" (SAFE, or a value bigger than the dict) or an argument error.
+ * *forcible is 1 when unexpired entries were evicted to make room. */
+SL_EXPORT int sl_ffi_shdict_store(sl_shdict_t *dict, int op, const char *key, size_t klen, int type,
+                                  const char *str, size_t slen, double num, double exptime,
+                                  uint32_t flags, int *forcible, const char **err);
+
+/* Adds value to key's number, atomically, leaving its expiry and flags as
+ * they are: SL_OK with *result. A missing or expired key fails with
+ * SL_DECLINED "not found", unless has_init: then key is created as
+ * init + value, expiring after init_ttl seconds (0: never). A key holding
+ * another type fails with SL_DECLINED "not a number". */
+SL_EXPORT int sl_ffi_shdict_incr(sl_shdict_t *dict, const char *key, size_t klen, double value,
+                                 int has_init, double init, double init_ttl, double *result,
+                                 int *forcible, const char **err);
+
+/* Seconds until key expires (0: never) in *ttl, or SL_DECLINED "not found". */
+SL_EXPORT int sl_ffi_shdict_ttl(sl_shdict_t *dict, const char *key, size_t klen, double *ttl,
+                                const char **err);
+
+/* Makes key expire exptime seconds from now (0: never), or SL_DECLINED "not found". */
+SL_EXPORT int sl_ffi_shdict_expire(sl_shdict_t *dict, const char *key, size_t klen, double exptime,
+                                   const char **err);
+
+/* Writes up to max_count (0: all) unexpired keys, most recently used first,
+ * into buf[0..cap) as a 2-byte little-endian length followed by the key's
+ * bytes: SL_OK with *count keys in *len bytes, or SL_AGAIN with the bytes
+ * needed in *len (call again with a bigger buf). Walks the whole dict under
+ * its lock. */
+SL_EXPORT int sl_ffi_shdict_get_keys(sl_shdict_t *dict, int max_count, char *buf, size_t cap,
+                                     size_t *len, int *count, const char **err);
+
+/* Frees up to max_count (0: all) expired entries, oldest first; *count says
+ * how many. Walks the whole dict under its lock. */
+SL_EXPORT int sl_ffi_shdict_flush_expired(sl_shdict_t *dict, int max_count, int *count,
+                                          const char **err);
+
+/* Marks every entry expired; flush_expired or later writes free their memory. */
+SL_EXPORT int sl_ffi_shdict_flush_all(sl_shdict_t *dict, const char **err);
+
+/* The dict's size in bytes and the bytes not held by entries. */
+SL_EXPORT int sl_ffi_shdict_space(sl_shdict_t *dict, size_t *capacity, size_t *free_space,
+                                  const char **err);
 /* END shdict */
 
 #endif
