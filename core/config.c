@@ -297,6 +297,18 @@ static void compile_server(loader_t *ld, int t)
         lua_pop(ld->L, 1);
     }
     lua_pop(ld->L, 1);
+
+    push_list(ld, t, "shared_dicts", &n, &l);
+    s->shared_dicts = alloc(ld, n * sizeof(*s->shared_dicts));
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(ld->L, l, (int)i);
+        int e = lua_gettop(ld->L);
+        s->shared_dicts[i - 1].name = get_str(ld, e, "name", NULL);
+        s->shared_dicts[i - 1].size = (size_t)get_num(ld, e, "size", 0);
+        s->nshared_dicts++;
+        lua_pop(ld->L, 1);
+    }
+    lua_pop(ld->L, 1);
 }
 
 /* Appends one target per distinct address of host to u, growing u->targets

@@ -134,6 +134,13 @@ typedef struct {
 
     sl_cidr_t *trusted_ips;
     size_t ntrusted_ips;
+
+    /* Shared dicts the master creates before forking. */
+    struct {
+        char *name;
+        size_t size;
+    } * shared_dicts;
+    size_t nshared_dicts;
 } sl_server_conf_t;
 
 typedef struct sl_config_s {

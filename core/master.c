@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "shdict.h"
 #include "worker.h"
 
 /* A worker that dies sooner than this after starting is restarted only after
@@ -168,6 +169,16 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
 
     if (sl_log_open(s) != SL_OK)
         goto done;
+    /* Shared dicts exist before the workers, which inherit the mappings. */
+    for (size_t i = 0; i < s->nshared_dicts; i++) {
+        sl_shdict_t *d = sl_shdict_create(s->shared_dicts[i].name, s->shared_dicts[i].size);
+        if (d == NULL || sl_shdict_register(d) != SL_OK) {
+            if (d != NULL)
+                sl_shdict_destroy(d);
+            sl_log(SL_LOG_ERR, "cannot create shared dict \"%s\"", s->shared_dicts[i].name);
+            goto done;
+        }
+    }
     for (int i = 0; i < nsets; i++) {
         fds[i] = malloc((nl ? nl : 1) * sizeof(int));
         if (fds[i] == NULL)
@@ -309,6 +320,7 @@ done:
     }
     free(fds);
     free(slots);
+    sl_shdict_destroy_all();
     sl_config_free(cf);
     return rc;
 }

@@ -550,6 +550,11 @@ local server_schema = {
         description = "Requests sent on one upstream connection; 0 = unlimited." } },
     { upstream_keepalive_idle_timeout = server_duration("60s", 1,
         "Time an idle upstream connection is kept.") },
+    { shared_dicts = { type = "map", default = {},
+                       keys = { type = "string", match = "^[%w][%w%-_]*$" },
+                       values = { type = "size", between = { 32768, 2 ^ 35 } },
+                       description = "Shared-memory dictionaries seen by every worker: "
+                         .. "name -> size (\"10m\"), as sluice.shared.NAME." } },
     { plugin_paths = { type = "array", default = {}, elements = { type = "string", len_min = 1 },
                        description = "Folders searched for plugins before the bundled "
                          .. "plugins/ folder; a plugin here replaces a bundled one." } },
@@ -1034,6 +1039,12 @@ local function compile(r, doc, file)
       end
     end
     server.trusted_ips = trusted
+    local dicts = {}
+    for name, size in pairs(server.shared_dicts or {}) do
+      dicts[#dicts + 1] = { name = name, size = size }
+    end
+    tbl_sort(dicts, function(a, b) return a.name < b.name end)
+    server.shared_dicts = dicts
   end
 
   -- Upstreams and their targets.

@@ -696,6 +696,7 @@ _M.sluice = {
   json = cjson,
   node = node,
   sleep = sleep,
+  shared = require("sluice.shared"),
   version = "0.1.0",
 }
 
