@@ -9,11 +9,18 @@
 static lua_State *L;
 static int ref_load_string = LUA_NOREF;
 
+static void close_vm(void)
+{
+    lua_close(L);
+}
+
 static void init(void)
 {
     L = sl_lua_new();
     if (L == NULL)
         abort();
+    /* Closing the VM at exit frees what Lua C modules (cjson) allocated. */
+    atexit(close_vm);
     lua_getglobal(L, "require");
     lua_pushstring(L, "sluice.config");
     if (sl_lua_pcall(L, 1, 1) != SL_OK) {
