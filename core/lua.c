@@ -1,6 +1,7 @@
 /* lua.c: LuaJIT VM creation, module paths and protected calls with tracebacks. */
 #include "sl_lua.h"
 
+#include <ev.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
@@ -256,4 +257,106 @@ void sl_lua_release(sl_request_t *req)
         luaL_unref(vm, LUA_REGISTRYINDEX, req->co_ref);
     }
     req->co_ref = LUA_NOREF;
+}
+
+/* --- timers ----------------------------------------------------------------------- */
+
+/* Timers a worker may have pending at once: a plugin that arms one per request
+ * under load must hit a clear error, not exhaust memory. */
+#define MAX_TIMERS 4096
+
+typedef struct lua_timer_s {
+    ev_timer ev;
+    int id;
+    struct lua_timer_s *next;
+} lua_timer_t;
+
+static lua_timer_t *timers; /* pending, for cancel */
+static int ntimers;
+static int ref_run_timer = LUA_NOREF;
+
+static void timer_unlink(lua_timer_t *t)
+{
+    for (lua_timer_t **p = &timers; *p != NULL; p = &(*p)->next) {
+        if (*p == t) {
+            *p = t->next;
+            ntimers--;
+            return;
+        }
+    }
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)
+{
+    SL_UNUSED(revents);
+    lua_timer_t *t = (lua_timer_t *)ev;
+    int id = t->id, repeat = ev->repeat > 0;
+    if (!repeat) {
+        /* libev stopped it before calling us: balance the ev_unref made at start. */
+        ev_ref(loop);
+        timer_unlink(t);
+        free(t);
+    }
+    /* Runs on the main Lua state: timer functions cannot wait for I/O yet. */
+    lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_run_timer);
+    lua_pushinteger(vm, id);
+    lua_pushboolean(vm, repeat);
+    if (sl_lua_pcall(vm, 2, 0) != SL_OK) {
+        sl_log(SL_LOG_ERR, "timer %d failed: %s", id, lua_tostring(vm, -1));
+        lua_pop(vm, 1);
+    }
+}
+
+SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const char **err)
+{
+    if (vm == NULL) {
+        *err = "timers run in a worker (not in sluice check or sluice test)";
+        return SL_ERROR;
+    }
+    if (ntimers >= MAX_TIMERS) {
+        *err = "too many pending timers";
+        return SL_ERROR;
+    }
+    if (ref_run_timer == LUA_NOREF) {
+        lua_getglobal(vm, "require");
+        lua_pushliteral(vm, "sluice.timer");
+        if (sl_lua_pcall(vm, 1, 1) != SL_OK) {
+            lua_pop(vm, 1);
+            *err = "cannot load sluice.timer";
+            return SL_ERROR;
+        }
+        lua_getfield(vm, -1, "run");
+        ref_run_timer = luaL_ref(vm, LUA_REGISTRYINDEX);
+        lua_pop(vm, 1);
+    }
+    lua_timer_t *t = malloc(sizeof(*t));
+    if (t == NULL) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_timer_init(&t->ev, timer_cb, delay < 0 ? 0 : delay, interval > 0 ? interval : 0);
+    t->id = id;
+    t->next = timers;
+    timers = t;
+    ntimers++;
+    ev_timer_start(loop, &t->ev);
+    /* Pending timers do not keep a stopping worker alive. */
+    ev_unref(loop);
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_timer_cancel(int id)
+{
+    for (lua_timer_t *t = timers; t != NULL; t = t->next) {
+        if (t->id == id) {
+            struct ev_loop *loop = ev_default_loop(0);
+            ev_ref(loop);
+            ev_timer_stop(loop, &t->ev);
+            timer_unlink(t);
+            free(t);
+            return SL_OK;
+        }
+    }
+    return SL_DECLINED;
 }

@@ -95,6 +95,14 @@ SL_EXPORT int sl_ffi_worker_id(int *count);
 
 /* Writes one error-log line at level (0 error .. 4 debug) if enabled. */
 SL_EXPORT void sl_ffi_log(int level, const char *msg, size_t len);
+
+/* Arms timer `id` (the Lua side keeps its function) to fire after delay
+ * seconds and then, when interval > 0, every interval seconds. Fails outside
+ * a worker, or with too many timers pending. */
+SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const char **err);
+
+/* Cancels a repeating timer. */
+SL_EXPORT int sl_ffi_timer_cancel(int id);
 /* END request */
 
 /* BEGIN shdict */

@@ -697,6 +697,7 @@ _M.sluice = {
   node = node,
   sleep = sleep,
   shared = require("sluice.shared"),
+  timer = require("sluice.timer"),
   version = "0.1.0",
 }
 
