@@ -632,6 +632,20 @@ static int compile(lua_State *L)
     return 0;
 }
 
+int sl_config_trusts(const sl_server_conf_t *s, const uint8_t addr[16])
+{
+    for (size_t i = 0; i < s->ntrusted_ips; i++) {
+        const sl_cidr_t *r = &s->trusted_ips[i];
+        unsigned bits = r->prefix, full = bits / 8, rest = bits % 8;
+        if (memcmp(r->addr, addr, full) != 0)
+            continue;
+        if (rest && ((r->addr[full] ^ addr[full]) & (0xff << (8 - rest))) != 0)
+            continue;
+        return 1;
+    }
+    return 0;
+}
+
 /* Has the runner (lua/sluice/runner.lua) build every route's plugin chain
  * and marks the routes that run Lua. */
 static int build_chains(loader_t *ld, int normalized)

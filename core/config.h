@@ -168,6 +168,10 @@ sl_config_t *sl_config_load(const char *path, char **err);
 
 void sl_config_free(sl_config_t *cf);
 
+/* Is addr (IPv6, or IPv4-mapped IPv6) in server.trusted_ips? O(entries):
+ * trusted lists are a handful of proxies; a long one would want a trie. */
+int sl_config_trusts(const sl_server_conf_t *s, const uint8_t addr[16]);
+
 /* Writes the one-screen summary `sluice check` prints; with chains, each
  * route's plugins in running order too (`sluice check --routes`). */
 void sl_config_summary(const sl_config_t *cf, FILE *out, int chains);

@@ -1,4 +1,5 @@
 /* pdk.c: the sl_ffi_* functions the Lua PDK calls for the current request. */
+#include <arpa/inet.h>
 #include <ev.h>
 #include <string.h>
 
@@ -216,4 +217,23 @@ SL_EXPORT void sl_ffi_log(int level, const char *msg, size_t len)
         level = SL_LOG_DEBUG;
     if (sl_log_enabled(level))
         sl_log(level, "%.*s", (int)SL_MIN(len, (size_t)INT32_MAX), msg);
+}
+
+SL_EXPORT int sl_ffi_ip_trusted(const char *ip, size_t len)
+{
+    char text[INET6_ADDRSTRLEN];
+    uint8_t addr[16];
+    if (len == 0 || len >= sizeof(text) || sl_ffi_current.r == NULL)
+        return SL_ERROR;
+    memcpy(text, ip, len);
+    text[len] = '\0';
+    struct in_addr v4;
+    if (inet_pton(AF_INET, text, &v4) == 1) {
+        memset(addr, 0, 10);
+        addr[10] = addr[11] = 0xff;
+        memcpy(addr + 12, &v4, 4);
+    } else if (inet_pton(AF_INET6, text, addr) != 1) {
+        return SL_ERROR;
+    }
+    return sl_config_trusts(&sl_ffi_current.r->c->w->cf->server, addr);
 }

@@ -467,17 +467,7 @@ static int listed_in_connection(const sl_http_header_t *hs, size_t n, const sl_h
 
 static int client_trusted(const sl_conn_t *c)
 {
-    const sl_server_conf_t *s = &c->w->cf->server;
-    for (size_t i = 0; i < s->ntrusted_ips; i++) {
-        const sl_cidr_t *r = &s->trusted_ips[i];
-        unsigned bits = r->prefix, full = bits / 8, rest = bits % 8;
-        if (memcmp(r->addr, c->peer, full) != 0)
-            continue;
-        if (rest && ((r->addr[full] ^ c->peer[full]) & (0xff << (8 - rest))) != 0)
-            continue;
-        return 1;
-    }
-    return 0;
+    return sl_config_trusts(&c->w->cf->server, c->peer);
 }
 
 /* The upstream path, as Kong builds it from the service path, the route's

@@ -103,6 +103,10 @@ SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const ch
 
 /* Cancels a repeating timer. */
 SL_EXPORT int sl_ffi_timer_cancel(int id);
+
+/* Is the address (text, IPv4 or IPv6) in server.trusted_ips? 1 yes, 0 no,
+ * SL_ERROR when it is not an address. */
+SL_EXPORT int sl_ffi_ip_trusted(const char *ip, size_t len);
 /* END request */
 
 /* BEGIN shdict */

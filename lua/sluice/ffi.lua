@@ -95,6 +95,10 @@ int sl_ffi_timer_start(double delay, double interval, int id, const char **err);
 
 /* Cancels a repeating timer. */
 int sl_ffi_timer_cancel(int id);
+
+/* Is the address (text, IPv4 or IPv6) in server.trusted_ips? 1 yes, 0 no,
+ * SL_ERROR when it is not an address. */
+int sl_ffi_ip_trusted(const char *ip, size_t len);
 /* END request */
 ]==]
 

@@ -314,6 +314,51 @@ function client.get_port()
   return int1[0]
 end
 
+-- The client address as the proxies in server.trusted_ips report it: from a
+-- trusted peer, X-Forwarded-For is walked right to left past trusted
+-- addresses (nginx's real_ip_recursive); otherwise it is the peer.
+function client.get_forwarded_ip()
+  check(REQ_PHASES, "sluice.client.get_forwarded_ip")
+  local ip = client.get_ip()
+  if C.sl_ffi_ip_trusted(ip, #ip) ~= 1 then
+    return ip
+  end
+  local xff = request.get_headers()["x-forwarded-for"]
+  if type(xff) == "table" then
+    xff = tbl_concat(xff, ",")
+  end
+  if not xff then
+    return ip
+  end
+  local hops = {}
+  for hop in xff:gmatch("[^,%s]+") do
+    hops[#hops + 1] = hop
+  end
+  for i = #hops, 1, -1 do
+    local rc = C.sl_ffi_ip_trusted(hops[i], #hops[i])
+    if rc == 0 then
+      return hops[i]
+    elseif rc ~= 1 then
+      -- Not an address: what is left of it cannot be trusted.
+      return hops[i + 1] or ip
+    end
+  end
+  return hops[1] or ip
+end
+
+-- The port the client connected from, or X-Forwarded-Port from a trusted peer.
+function client.get_forwarded_port()
+  check(REQ_PHASES, "sluice.client.get_forwarded_port")
+  local ip = client.get_ip()
+  if C.sl_ffi_ip_trusted(ip, #ip) == 1 then
+    local p = tonumber(request.get_header("x-forwarded-port"))
+    if p and p >= 1 and p <= 65535 then
+      return p
+    end
+  end
+  return client.get_port()
+end
+
 -- sluice.response ----------------------------------------------------------------
 
 local response = {}
