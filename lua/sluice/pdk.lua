@@ -743,6 +743,7 @@ _M.sluice = {
   sleep = sleep,
   shared = require("sluice.shared"),
   timer = require("sluice.timer"),
+  crypto = require("sluice.crypto"),
   version = "0.1.0",
 }
 
