@@ -688,16 +688,19 @@ end
 -- sluice.node / sluice.worker ------------------------------------------------------------
 
 local node = {}
+
+-- One id per sluice node: drawn when the master loads the config, so every
+-- worker (forked after) reports the same one.
 local node_id
+do
+  local f = io.open("/proc/sys/kernel/random/uuid", "r")
+  node_id = f and f:read("*l") or tostring(os.time())
+  if f then
+    f:close()
+  end
+end
 
 function node.get_id()
-  if not node_id then
-    local f = io.open("/proc/sys/kernel/random/uuid", "r")
-    node_id = f and f:read("*l") or tostring(os.time())
-    if f then
-      f:close()
-    end
-  end
   return node_id
 end
 
