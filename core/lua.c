@@ -233,6 +233,32 @@ int sl_lua_exit(sl_request_t *req, const char **body, size_t *len)
     return (int)lua_tointeger(co, 1);
 }
 
+int sl_lua_exit_keep_headers(sl_request_t *req)
+{
+    lua_State *co = req->co;
+    if (co == NULL || !lua_istable(co, 3))
+        return LUA_NOREF;
+    lua_pushvalue(co, 3);
+    return luaL_ref(co, LUA_REGISTRYINDEX);
+}
+
+void sl_lua_exit_restore_headers(sl_request_t *req, int ref)
+{
+    lua_State *co = req->co;
+    if (co == NULL) {
+        if (ref != LUA_NOREF)
+            luaL_unref(vm, LUA_REGISTRYINDEX, ref);
+        return;
+    }
+    lua_settop(co, 2);
+    if (ref == LUA_NOREF) {
+        lua_pushnil(co);
+        return;
+    }
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
+    luaL_unref(co, LUA_REGISTRYINDEX, ref);
+}
+
 void sl_lua_release(sl_request_t *req)
 {
     lua_State *co = req->co;

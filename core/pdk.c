@@ -104,6 +104,11 @@ SL_EXPORT int sl_ffi_resp_status(sl_request_t *r)
     return r->client_status ? r->client_status : r->status;
 }
 
+SL_EXPORT int sl_ffi_upstream_status(sl_request_t *r)
+{
+    return r->resp_head_parsed ? r->r.status : 0;
+}
+
 SL_EXPORT int sl_ffi_resp_header_count(sl_request_t *r)
 {
     return r->resp_head_parsed ? (int)r->r.nheaders : 0;

@@ -67,6 +67,7 @@ static int proxy_request(sl_request_t *req);
 static int lua_result(sl_request_t *req, int rc);
 static int lua_continue(sl_request_t *req);
 static int respond_exit(sl_request_t *req);
+static int scan_body(sl_request_t *req);
 static void request_timer_set(sl_request_t *req, int ms);
 
 static double now_seconds(void)
@@ -217,7 +218,7 @@ static int op_replaces(const sl_request_t *req, int target, const char *name, si
 
 /* Writes the headers of a plugin's exit (the table at index 3 of the
  * coroutine): string values, or arrays of them for repeated headers. */
-static void put_lua_headers(writer_t *o, lua_State *co)
+static void put_lua_headers(writer_t *o, lua_State *co, const sl_request_t *req)
 {
     if (co == NULL || !lua_istable(co, 3))
         return;
@@ -225,6 +226,12 @@ static void put_lua_headers(writer_t *o, lua_State *co)
     while (lua_next(co, 3) != 0) {
         size_t nlen, vlen;
         const char *name = lua_type(co, -2) == LUA_TSTRING ? lua_tolstring(co, -2, &nlen) : NULL;
+        /* sluice frames the body itself; a header_filter edit replaces the
+         * exit's own value. */
+        if (name != NULL &&
+            (SL_IEQ(name, nlen, "content-length") || SL_IEQ(name, nlen, "transfer-encoding") ||
+             SL_IEQ(name, nlen, "connection") || op_replaces(req, 1, name, nlen)))
+            name = NULL;
         if (name != NULL && lua_type(co, -1) == LUA_TTABLE) {
             for (int i = 1;; i++) {
                 lua_rawgeti(co, -1, i);
@@ -289,7 +296,7 @@ static int respond(sl_conn_t *c, sl_request_t *req, int status, const char *ctyp
     put(&o, http_date(), 29);
     PUT_LIT(&o, "\r\n");
     if (co != NULL) {
-        put_lua_headers(&o, co);
+        put_lua_headers(&o, co, req);
         put_client_ops(&o, req);
     }
     PUT_LIT(&o, "Content-Length: ");
@@ -353,12 +360,31 @@ static int respond_exit(sl_request_t *req)
     size_t blen = 0;
     int status = sl_lua_exit(req, &body, &blen);
     req->exited = 1;
-    if (req->arena == NULL && blen > 0)
-        req->arena = sl_arena_create(16384);
-    int rc = respond(c, req, status, NULL, body, blen, 0, req->co);
-    /* respond copied what it needed; the coroutine may be gone if the
-     * connection closed, so only touch it when the request lives on. */
-    return rc;
+    req->status = status;
+    if (req->route != NULL && req->route->plugins) {
+        /* The route's header_filter plugins see this response too, as in
+         * Kong; the body and headers are kept aside while they run. */
+        char *copy = NULL;
+        if (blen > 0) {
+            if (req->arena == NULL)
+                req->arena = sl_arena_create(16384);
+            copy = req->arena != NULL ? sl_arena_alloc(req->arena, blen) : NULL;
+            if (copy == NULL)
+                return respond_error(c, req, 500, "An unexpected error occurred", 1);
+            memcpy(copy, body, blen);
+        }
+        int href = sl_lua_exit_keep_headers(req);
+        int rc = sl_lua_phase(req, SL_PHASE_HEADER_FILTER);
+        sl_lua_exit_restore_headers(req, href);
+        if (rc != SL_OK) {
+            SL_LOG(SL_LOG_ERR, "header_filter failed on a plugin's response");
+            return respond_error(c, req, 500, "An unexpected error occurred", !req->body_done);
+        }
+        if (req->client_status)
+            status = req->status = req->client_status;
+        body = copy;
+    }
+    return respond(c, req, status, NULL, body, blen, 0, req->co);
 }
 
 /* --- access log ------------------------------------------------------------ */
@@ -786,6 +812,14 @@ static int start_request(sl_conn_t *c, sl_request_t *req)
     default:
         req->body_done = 1;
     }
+    if (!req->body_done) {
+        /* Body bytes that came with the head: plugins may read them. */
+        int rc = scan_body(req);
+        if (rc == SL_DECLINED)
+            return respond_error(c, req, 413, "Request size limit exceeded", 1);
+        if (rc != SL_OK)
+            return respond_error(c, req, 400, "Bad request: invalid chunked body", 1);
+    }
 
     if (h->path_len > s->max_request_line)
         return respond_error(c, req, 414, "Request-URI Too Long", 1);
@@ -1158,7 +1192,7 @@ static int build_response_head(sl_request_t *req)
     if (r->reason_len > 0 && status == r->status)
         put(&o, r->reason, r->reason_len);
     else {
-        const char *reason = sl_http_reason(r->status);
+        const char *reason = sl_http_reason(status);
         put(&o, reason, strlen(reason));
     }
     PUT_LIT(&o, "\r\n");

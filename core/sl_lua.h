@@ -46,6 +46,11 @@ int sl_lua_resume(sl_request_t *req);
  * next phase or the release. */
 int sl_lua_exit(sl_request_t *req, const char **body, size_t *len);
 
+/* Moves an exit's headers table out of the coroutine (a registry reference)
+ * so another phase can run, and puts it back at index 3. */
+int sl_lua_exit_keep_headers(sl_request_t *req);
+void sl_lua_exit_restore_headers(sl_request_t *req, int ref);
+
 /* Drops req's Lua context and gives its coroutine back to the pool. */
 void sl_lua_release(sl_request_t *req);
 

@@ -60,8 +60,11 @@ double sl_ffi_req_start_time(sl_request_t *r);
 /* The client's address and port. */
 int sl_ffi_req_client(sl_request_t *r, const char **ip, size_t *len, int *port);
 
-/* The upstream response (header_filter): status and headers by index. */
+/* The response (header_filter, log): the status the client gets, and the
+ * upstream's headers by index. sl_ffi_upstream_status is the upstream's own
+ * status, 0 when none answered. */
 int sl_ffi_resp_status(sl_request_t *r);
+int sl_ffi_upstream_status(sl_request_t *r);
 int sl_ffi_resp_header_count(sl_request_t *r);
 int sl_ffi_resp_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
                                     const char **value, size_t *vlen);

@@ -423,17 +423,20 @@ end
 
 function response.set_header(name, value)
   check(RESPONSE_EDIT, "sluice.response.set_header")
-  return header_op(1, 0, "set_header", name, value)
+  header_op(1, 0, "set_header", name, value)
+  return true
 end
 
 function response.add_header(name, value)
   check(RESPONSE_EDIT, "sluice.response.add_header")
-  return header_op(1, 1, "add_header", name, value)
+  header_op(1, 1, "add_header", name, value)
+  return true
 end
 
 function response.clear_header(name)
   check(RESPONSE_EDIT, "sluice.response.clear_header")
-  return header_op(1, 2, "clear_header", name)
+  header_op(1, 2, "clear_header", name)
+  return true
 end
 
 function response.set_headers(headers)
@@ -467,7 +470,21 @@ function response.exit(status, body, headers)
   local ctx = contexts[cur.id]
   local out = {}
   for k, v in pairs(headers or {}) do
-    out[k] = v
+    if type(k) ~= "string" or str_find(k, "[^%w!#%$%%&'%*%+%-%.%^_`|~]") or k == "" then
+      error("bad argument #3 to 'exit' (invalid header name '" .. tostring(k) .. "')", 2)
+    end
+    local values = type(v) == "table" and v or { v }
+    for _, one in ipairs(values) do
+      local tv = type(one)
+      if tv ~= "string" and tv ~= "number" and tv ~= "boolean" then
+        error("bad argument #3 to 'exit' (header '" .. k .. "': string expected, got "
+          .. tv .. ")", 2)
+      end
+      if str_find(tostring(one), "[\r\n%z]") then
+        error("bad argument #3 to 'exit' (header '" .. k .. "' holds CR, LF or NUL)", 2)
+      end
+    end
+    out[k] = type(v) == "table" and v or tostring(v)
   end
   if type(body) == "table" then
     local json, err = cjson.encode(body)
@@ -571,17 +588,20 @@ end
 
 function service.request.set_header(name, value)
   check(BEFORE_PROXY, "sluice.service.request.set_header")
-  return header_op(0, 0, "set_header", name, value)
+  header_op(0, 0, "set_header", name, value)
+  return true
 end
 
 function service.request.add_header(name, value)
   check(BEFORE_PROXY, "sluice.service.request.add_header")
-  return header_op(0, 1, "add_header", name, value)
+  header_op(0, 1, "add_header", name, value)
+  return true
 end
 
 function service.request.clear_header(name)
   check(BEFORE_PROXY, "sluice.service.request.clear_header")
-  return header_op(0, 2, "clear_header", name)
+  header_op(0, 2, "clear_header", name)
+  return true
 end
 
 function service.request.set_headers(headers)
@@ -602,10 +622,11 @@ function service.request.set_headers(headers)
   return true
 end
 
+-- The status the upstream answered with, or nil when no upstream answered.
 function service.response.get_status()
   local r = check(AFTER_HEAD, "sluice.service.response.get_status")
-  C.sl_ffi_req_get_line(r, str1, len1, str2, len2, str3, len3, int1)
-  return C.sl_ffi_resp_status(r)
+  local st = C.sl_ffi_upstream_status(r)
+  return st > 0 and st or nil
 end
 
 service.response.get_header = response.get_header

@@ -185,7 +185,7 @@ function _M.run_phase(phase, route_index, seq)
       if phase ~= LOG then
         return 500, ERROR_BODY, ERROR_HEADERS
       end
-    elseif ctx.exit_status then
+    elseif ctx.exit_status and phase <= ACCESS then
       return ctx.exit_status, ctx.exit_body, ctx.exit_headers
     end
   end
