@@ -221,9 +221,75 @@ int sl_lua_phase(sl_request_t *req, int phase)
     return resume(req, 3);
 }
 
-int sl_lua_resume(sl_request_t *req)
+int sl_lua_resume(sl_request_t *req, int id)
 {
-    return resume(req, 0);
+    lua_pushinteger(req->co, id);
+    return resume(req, 1);
+}
+
+/* A pending wait of a request's plugins. Waits come from a free list: a
+ * request that sleeps allocates nothing in steady state. */
+typedef struct lua_wait_s {
+    ev_timer ev;
+    sl_request_t *req;
+    int id;
+    sl_queue_t link; /* in req->waits */
+    struct lua_wait_s *next_free;
+} lua_wait_t;
+
+#define WAIT_FREE_MAX 1024
+
+static lua_wait_t *free_waits;
+static int nfree_waits;
+
+static void wait_free(lua_wait_t *wt)
+{
+    sl_queue_remove(&wt->link);
+    if (nfree_waits >= WAIT_FREE_MAX) {
+        free(wt);
+        return;
+    }
+    wt->next_free = free_waits;
+    free_waits = wt;
+    nfree_waits++;
+}
+
+static void wait_timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)
+{
+    SL_UNUSED(loop);
+    SL_UNUSED(revents);
+    lua_wait_t *wt = (lua_wait_t *)ev;
+    sl_request_t *req = wt->req;
+    int id = wt->id;
+    wait_free(wt);
+    sl_proxy_lua_wake(req, id);
+}
+
+int sl_lua_wait_timer(sl_request_t *req, double seconds, int id)
+{
+    lua_wait_t *wt = free_waits;
+    if (wt != NULL) {
+        free_waits = wt->next_free;
+        nfree_waits--;
+    } else if ((wt = malloc(sizeof(*wt))) == NULL) {
+        return SL_ERROR;
+    }
+    wt->req = req;
+    wt->id = id;
+    sl_queue_insert_tail(&req->waits, &wt->link);
+    ev_timer_init(&wt->ev, wait_timer_cb, seconds > 0 ? seconds : 0, 0.);
+    ev_timer_start(ev_default_loop(0), &wt->ev);
+    return SL_OK;
+}
+
+/* Cancels every wait the request still has (it ended, or its client left). */
+static void waits_cancel(sl_request_t *req)
+{
+    while (!sl_queue_empty(&req->waits)) {
+        lua_wait_t *wt = sl_queue_data(req->waits.next, lua_wait_t, link);
+        ev_timer_stop(ev_default_loop(0), &wt->ev);
+        wait_free(wt);
+    }
 }
 
 int sl_lua_exit(sl_request_t *req, const char **body, size_t *len)
@@ -261,6 +327,7 @@ void sl_lua_exit_restore_headers(sl_request_t *req, int ref)
 
 void sl_lua_release(sl_request_t *req)
 {
+    waits_cancel(req);
     lua_State *co = req->co;
     if (co == NULL)
         return;

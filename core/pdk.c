@@ -6,6 +6,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "sl_ffi.h"
+#include "sl_lua.h"
 #include "worker.h"
 
 static const char *const ERR_PHASE = "not allowed in this phase";
@@ -205,10 +206,14 @@ SL_EXPORT int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **e
     return SL_OK;
 }
 
-SL_EXPORT int sl_ffi_sleep(sl_request_t *r, double seconds, const char **err)
+SL_EXPORT int sl_ffi_sleep(sl_request_t *r, double seconds, int id, const char **err)
 {
-    if (sl_proxy_sleep(r, (int)(seconds * 1000.0 + 0.5)) != SL_OK) {
+    if (r->phase != SL_PHASE_REWRITE && r->phase != SL_PHASE_ACCESS) {
         *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (sl_lua_wait_timer(r, seconds, id) != SL_OK) {
+        *err = "out of memory";
         return SL_ERROR;
     }
     return SL_OK;

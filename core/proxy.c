@@ -65,7 +65,7 @@ static int process_input(sl_conn_t *c);
 static int route_request(sl_request_t *req);
 static int proxy_request(sl_request_t *req);
 static int lua_result(sl_request_t *req, int rc);
-static int lua_continue(sl_request_t *req);
+static int lua_continue(sl_request_t *req, int id);
 static int respond_exit(sl_request_t *req);
 static int scan_body(sl_request_t *req);
 static void request_timer_set(sl_request_t *req, int ms);
@@ -111,6 +111,7 @@ static sl_request_t *request_get(sl_worker_t *w)
         sl_arena_reset(arena);
     req->peer_index = -1;
     req->co_ref = LUA_NOREF;
+    sl_queue_init(&req->waits);
     return req;
 }
 
@@ -120,7 +121,7 @@ static void request_put(sl_worker_t *w, sl_request_t *req)
     sl_buf_put(w, req->out);
     sl_buf_put(w, req->resp);
     req->out = req->resp = NULL;
-    if (req->co != NULL)
+    if (req->co != NULL || !sl_queue_empty(&req->waits))
         sl_lua_release(req);
     if (w->nfree_reqs >= MAX_REQUESTS_FREE) {
         ev_timer_stop(w->loop, &req->timer.ev);
@@ -913,9 +914,9 @@ static int lua_result(sl_request_t *req, int rc)
 }
 
 /* The request's coroutine can go on (its timer fired, its I/O is done). */
-static int lua_continue(sl_request_t *req)
+static int lua_continue(sl_request_t *req, int id)
 {
-    int rc = lua_result(req, sl_lua_resume(req));
+    int rc = lua_result(req, sl_lua_resume(req, id));
     if (rc != SL_OK)
         return rc == SL_AGAIN ? SL_OK : rc;
     req->state = RQ_CONNECTING;
@@ -929,12 +930,11 @@ static int lua_continue(sl_request_t *req)
     }
 }
 
-int sl_proxy_sleep(sl_request_t *req, int ms)
+void sl_proxy_lua_wake(sl_request_t *req, int id)
 {
-    if (req->phase != SL_PHASE_REWRITE && req->phase != SL_PHASE_ACCESS)
-        return SL_DECLINED;
-    request_timer_set(req, ms > 0 ? ms : 0);
-    return SL_OK;
+    if (req->state != RQ_LUA)
+        return;
+    lua_continue(req, id);
 }
 
 /* --- upstream side ------------------------------------------------------------ */
@@ -1428,9 +1428,6 @@ static void request_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!sl_timer_expired(loop, &req->timer))
         return;
     switch (req->state) {
-    case RQ_LUA:
-        lua_continue(req);
-        break;
     case RQ_CONNECTING:
         upstream_fail(req, UF_CONNECT_TIMEOUT, 0);
         break;

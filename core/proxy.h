@@ -79,6 +79,7 @@ struct sl_request_s {
     int phase;         /* SL_PHASE_* running or last run */
     int exited;        /* a plugin answered with sluice.response.exit */
     double seq;        /* the request's number in this worker (the key of its Lua context) */
+    sl_queue_t waits;  /* pending Lua waits (sleeps), cancelled if the request ends */
     sl_arena_t *arena; /* plugin-made strings; reset, not freed, between requests */
     int nops;
     sl_str_t up_method; /* overrides of what goes upstream; NULL data: unchanged */
@@ -109,9 +110,9 @@ int sl_proxy_client_write(sl_conn_t *c);
 /* Client timer fired (header, body, send or keep-alive timeout). */
 void sl_proxy_client_timeout(sl_conn_t *c);
 
-/* Arms req's timer for a plugin's sleep; the coroutine is resumed when it
- * fires. SL_DECLINED outside rewrite and access. */
-int sl_proxy_sleep(sl_request_t *req, int ms);
+/* A wait of req's plugins completed: resumes its coroutine with wait id
+ * `id` (the Lua scheduler hands it to the thread that waits for it). */
+void sl_proxy_lua_wake(sl_request_t *req, int id);
 
 /* Frees what a request holds when its connection goes away. */
 void sl_proxy_abort(sl_request_t *req);

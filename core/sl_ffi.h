@@ -90,8 +90,9 @@ SL_EXPORT int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, 
 /* Sets the status of the response sent to the client (header_filter). */
 SL_EXPORT int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **err);
 
-/* Arms the request's timer; the caller yields and is resumed when it fires. */
-SL_EXPORT int sl_ffi_sleep(sl_request_t *r, double seconds, const char **err);
+/* Starts wait `id` of the request: a timer of `seconds`. The caller yields;
+ * the request's coroutine is resumed with id when it fires. */
+SL_EXPORT int sl_ffi_sleep(sl_request_t *r, double seconds, int id, const char **err);
 
 /* This worker's number (0-based) and the number of workers. */
 SL_EXPORT int sl_ffi_worker_id(int *count);

@@ -38,8 +38,13 @@ int sl_lua_worker_init(lua_State *L, int worker_id, int nworkers);
  * SL_ERROR when the runtime failed (logged). */
 int sl_lua_phase(sl_request_t *req, int phase);
 
-/* Resumes req's yielded coroutine; returns as sl_lua_phase. */
-int sl_lua_resume(sl_request_t *req);
+/* Resumes req's yielded coroutine with the id of the wait that completed;
+ * returns as sl_lua_phase. */
+int sl_lua_resume(sl_request_t *req, int id);
+
+/* Starts a timer wait for req: after seconds, sl_proxy_lua_wake(req, id).
+ * Returns SL_OK or SL_ERROR (out of memory). */
+int sl_lua_wait_timer(sl_request_t *req, double seconds, int id);
 
 /* After SL_DONE: returns the status and the body (NULL when none); the
  * headers table stays on req's coroutine at index 3 (nil when none) until the

@@ -26,6 +26,8 @@ local str_gsub = string.gsub
 local str_char = string.char
 local tbl_concat = table.concat
 local co_yield = coroutine.yield
+local unpack = unpack
+local setmetatable = setmetatable
 
 local C = ffi.C
 local cur = C.sl_ffi_current
@@ -636,7 +638,7 @@ service.response.get_headers = response.get_headers
 
 -- sluice.ctx.shared: one table per request shared by its plugins;
 -- sluice.ctx.plugin: one per request and plugin.
-local ctx = setmetatable({}, {
+local ctx_ns = setmetatable({}, {
   __index = function(_, k)
     local c = contexts[cur.id]
     if cur.r == nil or not c then
@@ -742,17 +744,162 @@ function node.get_memory_stats()
   return { lua_kb = collectgarbage("count") }
 end
 
+-- Waits and threads ----------------------------------------------------------------
+--
+-- C resumes a request's coroutine (its "main" one, which runs the plugin
+-- chain) with the id of the wait that completed. Threads are Lua coroutines
+-- run inside it: a thread that waits registers the id and yields back to the
+-- main coroutine, which hands each completed id to its waiter. Per request
+-- (in its context): main = the coroutine, waiters = { [id] = thread },
+-- threads = { thread, ... } of the current phase, where a thread is
+-- { co =, done = bool, results = { n =, ok, ... } }.
+
+local co_running = coroutine.running
+local co_create = coroutine.create
+local co_resume = coroutine.resume
+local co_status = coroutine.status
+
+local wait_seq = 0
+
+local function next_wait_id()
+  wait_seq = wait_seq + 1
+  if wait_seq >= 0x3fffffff then
+    wait_seq = 1
+  end
+  return wait_seq
+end
+
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
+local function run_thread(ctx, t, ...)
+  t.results = pack(co_resume(t.co, ...))
+  if co_status(t.co) == "dead" then
+    t.done = true
+    ctx.thread_of[t.co] = nil
+    if not t.results[1] then
+      write_log(0, "thread failed: ", tostring(t.results[2]))
+    end
+  end
+end
+
+local function dispatch(ctx, id)
+  local t = ctx.waiters[id]
+  if t then
+    ctx.waiters[id] = nil
+    run_thread(ctx, t)
+  end
+end
+
+local function wait_for(ctx, id)
+  local co = co_running()
+  if co == ctx.main then
+    while true do
+      local got = co_yield()
+      if got == id then
+        return
+      end
+      dispatch(ctx, got)
+    end
+  end
+  ctx.waiters[id] = ctx.thread_of[co]
+  co_yield()
+end
+
+-- Called by the runner at the end of rewrite and access: the phase is over
+-- when every thread it spawned is.
+function _M.finish_threads(ctx)
+  local threads = ctx.threads
+  if not threads then
+    return
+  end
+  local i = 1
+  while i <= #threads do
+    if threads[i].done then
+      i = i + 1
+    else
+      dispatch(ctx, co_yield())
+    end
+  end
+  ctx.threads = nil
+end
+
+local function request_ctx(fname)
+  check(BEFORE_PROXY, fname)
+  local ctx = contexts[cur.id]
+  ctx.waiters = ctx.waiters or {}
+  ctx.thread_of = ctx.thread_of or setmetatable({}, { __mode = "k" })
+  return ctx
+end
+
 -- sluice.sleep: waits without blocking the worker (rewrite and access).
 local function sleep(seconds)
   if type(seconds) ~= "number" or seconds < 0 then
     arg_error(1, "sleep", "non-negative number", seconds)
   end
-  local r = check(BEFORE_PROXY, "sluice.sleep")
-  if C.sl_ffi_sleep(r, seconds, errp) ~= 0 then
+  local ctx = request_ctx("sluice.sleep")
+  local id = next_wait_id()
+  if C.sl_ffi_sleep(cur.r, seconds, id, errp) ~= 0 then
     error("sluice.sleep: " .. ffi_string(errp[0]), 2)
   end
-  co_yield()
+  wait_for(ctx, id)
   return true
+end
+
+local thread = {}
+
+-- Runs fn(...) concurrently with the caller (rewrite and access); it starts
+-- at once and runs until it waits. Returns the thread for sluice.thread.wait.
+function thread.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    arg_error(1, "spawn", "function", fn)
+  end
+  local ctx = request_ctx("sluice.thread.spawn")
+  local t = { co = co_create(fn), done = false }
+  ctx.thread_of[t.co] = t
+  ctx.threads = ctx.threads or {}
+  ctx.threads[#ctx.threads + 1] = t
+  run_thread(ctx, t, ...)
+  return t
+end
+
+-- Waits until one of the threads ends; returns true and its results, or
+-- false and its error. Called from the plugin's own code, not from a thread.
+function thread.wait(...)
+  local n = select("#", ...)
+  if n == 0 then
+    error("bad argument #1 to 'wait' (thread expected, got no value)", 2)
+  end
+  for i = 1, n do
+    local t = select(i, ...)
+    if type(t) ~= "table" or t.co == nil then
+      arg_error(i, "wait", "thread", t)
+    end
+  end
+  local ctx = request_ctx("sluice.thread.wait")
+  if co_running() ~= ctx.main then
+    error("sluice.thread.wait is called from the plugin's code, not from a thread", 2)
+  end
+  while true do
+    for i = 1, n do
+      local t = select(i, ...)
+      if t.done then
+        return unpack(t.results, 1, t.results.n)
+      end
+    end
+    dispatch(ctx, co_yield())
+  end
+end
+
+-- Waits for every thread given and returns their results in order:
+-- { ok, ... } per thread.
+function thread.wait_all(...)
+  local out = {}
+  for i = 1, select("#", ...) do
+    out[i] = pack(thread.wait((select(i, ...))))
+  end
+  return out
 end
 
 _M.sluice = {
@@ -760,11 +907,12 @@ _M.sluice = {
   response = response,
   service = service,
   client = client,
-  ctx = ctx,
+  ctx = ctx_ns,
   log = log,
   json = cjson,
   node = node,
   sleep = sleep,
+  thread = thread,
   shared = require("sluice.shared"),
   timer = require("sluice.timer"),
   crypto = require("sluice.crypto"),

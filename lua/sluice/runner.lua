@@ -14,6 +14,7 @@ local xpcall = xpcall
 local tostring = tostring
 local tbl_sort = table.sort
 local traceback = debug.traceback
+local co_running = coroutine.running
 
 local REWRITE, ACCESS, HEADER_FILTER, LOG = 2, 3, 4, 5
 local PHASES = { [REWRITE] = "rewrite", [ACCESS] = "access", [HEADER_FILTER] = "header_filter",
@@ -173,6 +174,7 @@ function _M.run_phase(phase, route_index, seq)
     ctx = { shared = {}, plugins = {} }
     contexts[seq] = ctx
   end
+  ctx.main = co_running()
   if not chain then
     return
   end
@@ -186,10 +188,18 @@ function _M.run_phase(phase, route_index, seq)
         return 500, ERROR_BODY, ERROR_HEADERS
       end
     elseif ctx.exit_status and phase <= ACCESS then
+      -- The request is answered: threads still waiting are abandoned.
+      ctx.threads, ctx.waiters = nil, nil
       return ctx.exit_status, ctx.exit_body, ctx.exit_headers
     end
   end
   ctx.plugin = nil
+  if phase <= ACCESS then
+    pdk.finish_threads(ctx)
+    if ctx.exit_status then
+      return ctx.exit_status, ctx.exit_body, ctx.exit_headers
+    end
+  end
 end
 
 -- The request is over: forget its context.
