@@ -227,58 +227,74 @@ int sl_lua_resume(sl_request_t *req, int id)
     return resume(req, 1);
 }
 
-/* A pending wait of a request's plugins. Waits come from a free list: a
- * request that sleeps allocates nothing in steady state. */
-typedef struct lua_wait_s {
-    ev_timer ev;
-    sl_request_t *req;
-    int id;
-    sl_queue_t link; /* in req->waits */
-    struct lua_wait_s *next_free;
-} lua_wait_t;
-
-#define WAIT_FREE_MAX 1024
-
-static lua_wait_t *free_waits;
-static int nfree_waits;
-
-static void wait_free(lua_wait_t *wt)
+void sl_lua_wait_add(sl_request_t *req, sl_wait_t *w, int id, void (*cancel)(sl_wait_t *))
 {
-    sl_queue_remove(&wt->link);
-    if (nfree_waits >= WAIT_FREE_MAX) {
-        free(wt);
-        return;
-    }
-    wt->next_free = free_waits;
-    free_waits = wt;
-    nfree_waits++;
+    w->req = req;
+    w->id = id;
+    w->cancel = cancel;
+    sl_queue_insert_tail(&req->waits, &w->link);
 }
 
-static void wait_timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)
+void sl_lua_wait_done(sl_wait_t *w)
+{
+    sl_queue_remove(&w->link);
+}
+
+/* A sleep. Sleeps come from a free list: a request that sleeps allocates
+ * nothing in steady state. */
+typedef struct lua_sleep_s {
+    sl_wait_t wait;
+    ev_timer ev;
+    struct lua_sleep_s *next_free;
+} lua_sleep_t;
+
+#define SLEEP_FREE_MAX 1024
+
+static lua_sleep_t *free_sleeps;
+static int nfree_sleeps;
+
+static void sleep_free(lua_sleep_t *sl)
+{
+    if (nfree_sleeps >= SLEEP_FREE_MAX) {
+        free(sl);
+        return;
+    }
+    sl->next_free = free_sleeps;
+    free_sleeps = sl;
+    nfree_sleeps++;
+}
+
+static void sleep_cancel(sl_wait_t *w)
+{
+    lua_sleep_t *sl = (lua_sleep_t *)w;
+    ev_timer_stop(ev_default_loop(0), &sl->ev);
+    sleep_free(sl);
+}
+
+static void sleep_timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)
 {
     SL_UNUSED(loop);
     SL_UNUSED(revents);
-    lua_wait_t *wt = (lua_wait_t *)ev;
-    sl_request_t *req = wt->req;
-    int id = wt->id;
-    wait_free(wt);
+    lua_sleep_t *sl = (lua_sleep_t *)((char *)ev - offsetof(lua_sleep_t, ev));
+    sl_request_t *req = sl->wait.req;
+    int id = sl->wait.id;
+    sl_lua_wait_done(&sl->wait);
+    sleep_free(sl);
     sl_proxy_lua_wake(req, id);
 }
 
 int sl_lua_wait_timer(sl_request_t *req, double seconds, int id)
 {
-    lua_wait_t *wt = free_waits;
-    if (wt != NULL) {
-        free_waits = wt->next_free;
-        nfree_waits--;
-    } else if ((wt = malloc(sizeof(*wt))) == NULL) {
+    lua_sleep_t *sl = free_sleeps;
+    if (sl != NULL) {
+        free_sleeps = sl->next_free;
+        nfree_sleeps--;
+    } else if ((sl = malloc(sizeof(*sl))) == NULL) {
         return SL_ERROR;
     }
-    wt->req = req;
-    wt->id = id;
-    sl_queue_insert_tail(&req->waits, &wt->link);
-    ev_timer_init(&wt->ev, wait_timer_cb, seconds > 0 ? seconds : 0, 0.);
-    ev_timer_start(ev_default_loop(0), &wt->ev);
+    sl_lua_wait_add(req, &sl->wait, id, sleep_cancel);
+    ev_timer_init(&sl->ev, sleep_timer_cb, seconds > 0 ? seconds : 0, 0.);
+    ev_timer_start(ev_default_loop(0), &sl->ev);
     return SL_OK;
 }
 
@@ -286,9 +302,9 @@ int sl_lua_wait_timer(sl_request_t *req, double seconds, int id)
 static void waits_cancel(sl_request_t *req)
 {
     while (!sl_queue_empty(&req->waits)) {
-        lua_wait_t *wt = sl_queue_data(req->waits.next, lua_wait_t, link);
-        ev_timer_stop(ev_default_loop(0), &wt->ev);
-        wait_free(wt);
+        sl_wait_t *w = sl_queue_data(req->waits.next, sl_wait_t, link);
+        sl_lua_wait_done(w);
+        w->cancel(w);
     }
 }
 

@@ -4,6 +4,8 @@
 
 #include <lua.h>
 
+#include "sluice.h"
+
 /* Returns a new VM with the standard libraries open and package.path/cpath set
  * to sluice's lua/ directory first, then Debian's Lua 5.1 module directories.
  * Returns NULL when out of memory. */
@@ -41,6 +43,22 @@ int sl_lua_phase(sl_request_t *req, int phase);
 /* Resumes req's yielded coroutine with the id of the wait that completed;
  * returns as sl_lua_phase. */
 int sl_lua_resume(sl_request_t *req, int id);
+
+/* Something a request's plugins wait for (a sleep, an HTTP call). Kept in
+ * req->waits so that a request that ends cancels what it still waits for. */
+typedef struct sl_wait_s sl_wait_t;
+struct sl_wait_s {
+    sl_queue_t link;
+    sl_request_t *req;
+    int id;
+    void (*cancel)(sl_wait_t *w); /* stops and frees the wait */
+};
+
+/* Registers w as wait `id` of req. */
+void sl_lua_wait_add(sl_request_t *req, sl_wait_t *w, int id, void (*cancel)(sl_wait_t *));
+
+/* Takes w off its request's list; the owner then wakes the request. */
+void sl_lua_wait_done(sl_wait_t *w);
 
 /* Starts a timer wait for req: after seconds, sl_proxy_lua_wake(req, id).
  * Returns SL_OK or SL_ERROR (out of memory). */
