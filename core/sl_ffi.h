@@ -108,6 +108,21 @@ SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const ch
 /* Cancels a repeating timer. */
 SL_EXPORT int sl_ffi_timer_cancel(int id);
 
+/* sluice.http: starts call `id` of the request: connects to ip:port, sends
+ * the request bytes Lua built, reads the whole response (at most max_size
+ * bytes) within timeout seconds, then wakes the request with id. */
+SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *ip, size_t iplen, int port,
+                                const char *bytes, size_t len, int method_head, double timeout,
+                                size_t max_size, const char **err);
+
+/* The outcome of a finished call: status, header count and body, or
+ * SL_ERROR with what went wrong. Valid until sl_ffi_http_free. */
+SL_EXPORT int sl_ffi_http_result(sl_request_t *r, int id, int *status, int *nheaders,
+                                 const char **body, size_t *blen, const char **err);
+SL_EXPORT int sl_ffi_http_header_at(sl_request_t *r, int id, int i, const char **name, size_t *nlen,
+                                    const char **value, size_t *vlen);
+SL_EXPORT void sl_ffi_http_free(sl_request_t *r, int id);
+
 /* Is the address (text, IPv4 or IPv6) in server.trusted_ips? 1 yes, 0 no,
  * SL_ERROR when it is not an address. */
 SL_EXPORT int sl_ffi_ip_trusted(const char *ip, size_t len);

@@ -34,8 +34,8 @@ extern sl_ffi_current_t sl_ffi_current;
 /* The request line: method, raw path (before '?') and raw query. has_query
  * says whether a '?' was present. */
 int sl_ffi_req_get_line(sl_request_t *r, const char **method, size_t *mlen,
-                                  const char **path, size_t *plen, const char **query,
-                                  size_t *qlen, int *has_query);
+                                  const char **path, size_t *plen, const char **query, size_t *qlen,
+                                  int *has_query);
 
 /* The Host the request named (without the port) and the port it arrived on. */
 int sl_ffi_req_get_host(sl_request_t *r, const char **host, size_t *hlen, int *port);
@@ -72,8 +72,8 @@ int sl_ffi_resp_header_at(sl_request_t *r, int i, const char **name, size_t *nle
 /* Header edits, applied when the head they target is written: target 0 is
  * the request sent upstream, 1 the response sent to the client; op 0 sets
  * (replacing every header of that name), 1 adds, 2 clears. */
-int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name,
-                               size_t nlen, const char *value, size_t vlen, const char **err);
+int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size_t nlen,
+                               const char *value, size_t vlen, const char **err);
 
 /* Replaces what goes upstream: what 0 = method, 1 = path, 2 = raw query. */
 int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, size_t len,
@@ -99,6 +99,21 @@ int sl_ffi_timer_start(double delay, double interval, int id, const char **err);
 
 /* Cancels a repeating timer. */
 int sl_ffi_timer_cancel(int id);
+
+/* sluice.http: starts call `id` of the request: connects to ip:port, sends
+ * the request bytes Lua built, reads the whole response (at most max_size
+ * bytes) within timeout seconds, then wakes the request with id. */
+int sl_ffi_http_start(sl_request_t *r, int id, const char *ip, size_t iplen, int port,
+                                const char *bytes, size_t len, int method_head, double timeout,
+                                size_t max_size, const char **err);
+
+/* The outcome of a finished call: status, header count and body, or
+ * SL_ERROR with what went wrong. Valid until sl_ffi_http_free. */
+int sl_ffi_http_result(sl_request_t *r, int id, int *status, int *nheaders,
+                                 const char **body, size_t *blen, const char **err);
+int sl_ffi_http_header_at(sl_request_t *r, int id, int i, const char **name, size_t *nlen,
+                                    const char **value, size_t *vlen);
+void sl_ffi_http_free(sl_request_t *r, int id);
 
 /* Is the address (text, IPv4 or IPv6) in server.trusted_ips? 1 yes, 0 no,
  * SL_ERROR when it is not an address. */

@@ -847,6 +847,133 @@ local function sleep(seconds)
   return true
 end
 
+-- sluice.http ------------------------------------------------------------------------
+
+local http = {}
+
+local DEFAULT_MAX_SIZE = 8 * 1024 * 1024
+
+local function parse_url(url)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then
+    return nil, "invalid URL '" .. url .. "'"
+  end
+  scheme = str_lower(scheme)
+  if scheme == "https" then
+    return nil, "https is not supported yet (TLS comes in a later release)"
+  end
+  if scheme ~= "http" then
+    return nil, "unsupported scheme '" .. scheme .. "'"
+  end
+  local authority, path = rest:match("^([^/?#]*)(.*)$")
+  local host, port
+  if authority:sub(1, 1) == "[" then
+    host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
+  else
+    host, port = authority:match("^([^:]+):?(%d*)$")
+  end
+  if not host or host == "" then
+    return nil, "invalid URL '" .. url .. "': no host"
+  end
+  port = tonumber(port) or 80
+  if port < 1 or port > 65535 then
+    return nil, "invalid port in '" .. url .. "'"
+  end
+  if path == "" or path:sub(1, 1) == "?" then
+    path = "/" .. path
+  end
+  path = path:gsub("#.*$", "")
+  return host, port, path, authority
+end
+
+-- Calls another HTTP service without blocking the worker (rewrite, access).
+-- opts: { method = "GET", url =, headers = {}, body = string, timeout =
+-- seconds (5), max_size = bytes (8 MiB) }. Returns { status, headers
+-- (lower-case names), body } or nil, err. One connection per call for now.
+function http.request(opts)
+  if type(opts) ~= "table" then
+    arg_error(1, "request", "table", opts)
+  end
+  if type(opts.url) ~= "string" then
+    error("bad argument #1 to 'request' (url: string expected, got " .. type(opts.url) .. ")", 2)
+  end
+  local ctx = request_ctx("sluice.http.request")
+  local host, port, path, authority = parse_url(opts.url)
+  if not host then
+    return nil, port
+  end
+  local ip = host
+  if str_lower(host) == "localhost" then
+    ip = "127.0.0.1"
+  elseif not host:find("^[%d.]+$") and not host:find(":", 1, true) then
+    return nil, "cannot resolve '" .. host .. "': sluice.http takes IP addresses until the "
+      .. "DNS resolver lands"
+  end
+  local method = opts.method or "GET"
+  if type(method) ~= "string" or not method:find("^%u+$") then
+    error("bad argument #1 to 'request' (method: upper-case token expected)", 2)
+  end
+  local body = opts.body
+  if body ~= nil and type(body) ~= "string" then
+    error("bad argument #1 to 'request' (body: string expected, got " .. type(body) .. ")", 2)
+  end
+  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: " .. authority }
+  for k, v in pairs(opts.headers or {}) do
+    if type(k) ~= "string" or k:find("[^%w!#%$%%&'%*%+%-%.%^_`|~]") then
+      error("bad argument #1 to 'request' (invalid header name '" .. tostring(k) .. "')", 2)
+    end
+    local lk = str_lower(k)
+    for _, one in ipairs(type(v) == "table" and v or { v }) do
+      one = tostring(one)
+      if one:find("[\r\n%z]") then
+        error("bad argument #1 to 'request' (header '" .. k .. "' holds CR, LF or NUL)", 2)
+      end
+      if lk ~= "host" and lk ~= "content-length" and lk ~= "connection"
+          and lk ~= "transfer-encoding" then
+        lines[#lines + 1] = k .. ": " .. one
+      elseif lk == "host" then
+        lines[2] = "Host: " .. one
+      end
+    end
+  end
+  if body then
+    lines[#lines + 1] = "Content-Length: " .. #body
+  end
+  lines[#lines + 1] = "Connection: close"
+  local raw = tbl_concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
+  local id = next_wait_id()
+  local r = cur.r
+  if C.sl_ffi_http_start(r, id, ip, #ip, port, raw, #raw, method == "HEAD" and 1 or 0,
+      tonumber(opts.timeout) or 5, tonumber(opts.max_size) or DEFAULT_MAX_SIZE, errp) ~= 0 then
+    return nil, ffi_string(errp[0])
+  end
+  wait_for(ctx, id)
+  r = cur.r
+  if C.sl_ffi_http_result(r, id, int1, int2, str1, len1, errp) ~= 0 then
+    local err = ffi_string(errp[0])
+    C.sl_ffi_http_free(r, id)
+    return nil, err
+  end
+  local res = { status = int1[0], headers = {}, body = ffi_string(str1[0], len1[0]) }
+  local nheaders = int2[0]
+  for i = 0, nheaders - 1 do
+    if C.sl_ffi_http_header_at(r, id, i, str1, len1, str2, len2) == 0 then
+      local name = str_lower(ffi_string(str1[0], len1[0]))
+      local value = ffi_string(str2[0], len2[0])
+      local old = res.headers[name]
+      if old == nil then
+        res.headers[name] = value
+      elseif type(old) == "table" then
+        old[#old + 1] = value
+      else
+        res.headers[name] = { old, value }
+      end
+    end
+  end
+  C.sl_ffi_http_free(r, id)
+  return res
+end
+
 local thread = {}
 
 -- Runs fn(...) concurrently with the caller (rewrite and access); it starts
@@ -913,6 +1040,7 @@ _M.sluice = {
   node = node,
   sleep = sleep,
   thread = thread,
+  http = http,
   shared = require("sluice.shared"),
   timer = require("sluice.timer"),
   crypto = require("sluice.crypto"),

@@ -1,0 +1,371 @@
+/* http_client.c: outgoing HTTP/1.1 calls made by plugins (sluice.http), without blocking. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http_parser.h"
+#include "log.h"
+#include "proxy.h"
+#include "sl_ffi.h"
+#include "sl_lua.h"
+
+#define MAX_RESPONSE_HEADERS 100
+#define FIRST_READ           16384
+
+enum { HC_CONNECTING, HC_SENDING, HC_READING, HC_DONE };
+
+/* One call. The request bytes come from Lua (it builds the head); the
+ * response is read whole, up to max_size, then handed back by index. */
+typedef struct {
+    sl_wait_t wait;
+    ev_io io;
+    ev_timer timer;
+    int fd;
+    int state;
+    int status; /* SL_OK or SL_ERROR once done */
+    const char *error;
+    char *out;
+    size_t out_len, out_sent;
+    char *in;
+    size_t in_len, in_cap, max_size;
+    int head_len;
+    int method_id;
+    sl_http_response_t r;
+    sl_http_header_t headers[MAX_RESPONSE_HEADERS];
+    sl_http_chunked_t chunked;
+    char *body; /* decoded body: inside `in` */
+    size_t body_len;
+} hclient_t;
+
+static void hc_close_fd(hclient_t *hc)
+{
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_io_stop(loop, &hc->io);
+    ev_timer_stop(loop, &hc->timer);
+    if (hc->fd >= 0)
+        close(hc->fd);
+    hc->fd = -1;
+}
+
+static void hc_free(hclient_t *hc)
+{
+    hc_close_fd(hc);
+    free(hc->out);
+    free(hc->in);
+    free(hc);
+}
+
+static void hc_cancel(sl_wait_t *w)
+{
+    hc_free((hclient_t *)w);
+}
+
+/* Ends the call: the request's Lua side fetches the result, then frees it. */
+static void hc_finish(hclient_t *hc, int status, const char *error)
+{
+    hc_close_fd(hc);
+    hc->state = HC_DONE;
+    hc->status = status;
+    hc->error = error;
+    sl_request_t *req = hc->wait.req;
+    int id = hc->wait.id;
+    /* Stays on the request's wait list until fetched, so it is freed even
+     * if the request ends first; the id tells Lua which call ended. */
+    sl_proxy_lua_wake(req, id);
+}
+
+/* Is the response complete in hc->in? Decodes a chunked body in place. */
+static int hc_complete(hclient_t *hc, int eof)
+{
+    if (hc->head_len == 0) {
+        int n = sl_http_parse_response(hc->in, hc->in_len, &hc->r, hc->headers,
+                                       MAX_RESPONSE_HEADERS, hc->method_id);
+        if (n == SL_AGAIN)
+            return eof ? SL_ERROR : SL_AGAIN;
+        if (n < 0)
+            return SL_ERROR;
+        if (hc->r.status < 200) {
+            /* Interim responses are skipped. */
+            memmove(hc->in, hc->in + n, hc->in_len - (size_t)n);
+            hc->in_len -= (size_t)n;
+            return hc_complete(hc, eof);
+        }
+        hc->head_len = n;
+        hc->body = hc->in + n;
+    }
+    size_t avail = hc->in_len - (size_t)hc->head_len;
+    switch (hc->r.body) {
+    case SL_HTTP_BODY_NONE:
+        hc->body_len = 0;
+        return SL_OK;
+    case SL_HTTP_BODY_LENGTH:
+        if (avail < (uint64_t)hc->r.content_length)
+            return eof ? SL_ERROR : SL_AGAIN;
+        hc->body_len = (size_t)hc->r.content_length;
+        return SL_OK;
+    case SL_HTTP_BODY_CLOSE:
+        hc->body_len = avail;
+        return eof ? SL_OK : SL_AGAIN;
+    default:
+        break;
+    }
+    /* Chunked: decode from scratch over what arrived (bodies here are small). */
+    memset(&hc->chunked, 0, sizeof(hc->chunked));
+    const char *p = hc->in + hc->head_len, *end = hc->in + hc->in_len;
+    char *w = hc->body;
+    while (p < end && hc->chunked.state != SL_CHUNKED_DONE) {
+        const char *data;
+        size_t dlen;
+        int n = sl_http_chunked_parse(&hc->chunked, p, (size_t)(end - p), &data, &dlen);
+        if (n < 0)
+            return SL_ERROR;
+        if (n == 0)
+            break;
+        p += n;
+        w += dlen; /* counts only; the copy happens below once complete */
+    }
+    if (hc->chunked.state != SL_CHUNKED_DONE)
+        return eof ? SL_ERROR : SL_AGAIN;
+    /* Second pass: compact the payload runs in place. */
+    memset(&hc->chunked, 0, sizeof(hc->chunked));
+    p = hc->in + hc->head_len;
+    w = hc->body;
+    while (p < end && hc->chunked.state != SL_CHUNKED_DONE) {
+        const char *data;
+        size_t dlen;
+        int n = sl_http_chunked_parse(&hc->chunked, p, (size_t)(end - p), &data, &dlen);
+        if (n <= 0)
+            break;
+        if (dlen > 0) {
+            memmove(w, data, dlen);
+            w += dlen;
+        }
+        p += n;
+    }
+    hc->body_len = (size_t)(w - hc->body);
+    return SL_OK;
+}
+
+static void hc_read(hclient_t *hc)
+{
+    for (;;) {
+        if (hc->in_cap - hc->in_len < 4096) {
+            if (hc->in_cap >= hc->max_size) {
+                hc_finish(hc, SL_ERROR, "response too large");
+                return;
+            }
+            size_t cap = SL_MIN(hc->in_cap * 2, hc->max_size);
+            char *in = realloc(hc->in, cap);
+            if (in == NULL) {
+                hc_finish(hc, SL_ERROR, "out of memory");
+                return;
+            }
+            hc->in = in;
+            hc->in_cap = cap;
+            if (hc->head_len > 0)
+                hc->body = hc->in + hc->head_len;
+        }
+        ssize_t n = read(hc->fd, hc->in + hc->in_len, hc->in_cap - hc->in_len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n < 0) {
+            hc_finish(hc, SL_ERROR, "connection reset");
+            return;
+        }
+        hc->in_len += (size_t)n;
+        int rc = hc_complete(hc, n == 0);
+        if (rc == SL_OK) {
+            hc_finish(hc, SL_OK, NULL);
+            return;
+        }
+        if (rc == SL_ERROR) {
+            hc_finish(hc, SL_ERROR,
+                      n == 0 ? "connection closed before the response ended" : "invalid response");
+            return;
+        }
+        if (n == 0)
+            return;
+    }
+}
+
+static void hc_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    SL_UNUSED(revents);
+    hclient_t *hc = (hclient_t *)((char *)io - offsetof(hclient_t, io));
+    if (hc->state == HC_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(hc->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            hc_finish(hc, SL_ERROR, "connection refused");
+            return;
+        }
+        hc->state = HC_SENDING;
+    }
+    if (hc->state == HC_SENDING) {
+        while (hc->out_sent < hc->out_len) {
+            ssize_t n =
+                send(hc->fd, hc->out + hc->out_sent, hc->out_len - hc->out_sent, MSG_NOSIGNAL);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno == EAGAIN)
+                return;
+            if (n < 0) {
+                hc_finish(hc, SL_ERROR, "write failed");
+                return;
+            }
+            hc->out_sent += (size_t)n;
+        }
+        hc->state = HC_READING;
+        ev_io_stop(loop, &hc->io);
+        ev_io_set(&hc->io, hc->fd, EV_READ);
+        ev_io_start(loop, &hc->io);
+        return;
+    }
+    hc_read(hc);
+}
+
+static void hc_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    SL_UNUSED(loop);
+    SL_UNUSED(revents);
+    hclient_t *hc = (hclient_t *)((char *)t - offsetof(hclient_t, timer));
+    hc_finish(hc, SL_ERROR, "timeout");
+}
+
+SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *ip, size_t iplen, int port,
+                                const char *bytes, size_t len, int method_head, double timeout,
+                                size_t max_size, const char **err)
+{
+    char addr_text[INET6_ADDRSTRLEN];
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+
+    if (r->phase != SL_PHASE_REWRITE && r->phase != SL_PHASE_ACCESS) {
+        *err = "not allowed in this phase";
+        return SL_ERROR;
+    }
+    if (iplen == 0 || iplen >= sizeof(addr_text)) {
+        *err = "invalid address";
+        return SL_ERROR;
+    }
+    memcpy(addr_text, ip, iplen);
+    addr_text[iplen] = '\0';
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, addr_text, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        sslen = sizeof(*in4);
+    } else if (inet_pton(AF_INET6, addr_text, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        sslen = sizeof(*in6);
+    } else {
+        *err = "not an IP address";
+        return SL_ERROR;
+    }
+
+    hclient_t *hc = calloc(1, sizeof(*hc));
+    if (hc == NULL || (hc->out = malloc(len)) == NULL ||
+        (hc->in = malloc(SL_MIN((size_t)FIRST_READ, max_size))) == NULL) {
+        if (hc != NULL) {
+            free(hc->out);
+            free(hc);
+        }
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    memcpy(hc->out, bytes, len);
+    hc->out_len = len;
+    hc->in_cap = SL_MIN((size_t)FIRST_READ, max_size);
+    hc->max_size = max_size;
+    hc->method_id = method_head ? SL_HTTP_HEAD : SL_HTTP_GET;
+    hc->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (hc->fd < 0) {
+        free(hc->out);
+        free(hc->in);
+        free(hc);
+        *err = "cannot create a socket";
+        return SL_ERROR;
+    }
+    int one = 1;
+    setsockopt(hc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    hc->state = HC_CONNECTING;
+    if (connect(hc->fd, (struct sockaddr *)&ss, sslen) == 0)
+        hc->state = HC_SENDING;
+    else if (errno != EINPROGRESS) {
+        close(hc->fd);
+        free(hc->out);
+        free(hc->in);
+        free(hc);
+        *err = "connection refused";
+        return SL_ERROR;
+    }
+    sl_lua_wait_add(r, &hc->wait, id, hc_cancel);
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_io_init(&hc->io, hc_io_cb, hc->fd, EV_WRITE);
+    ev_io_start(loop, &hc->io);
+    ev_timer_init(&hc->timer, hc_timer_cb, timeout > 0 ? timeout : 60., 0.);
+    ev_timer_start(loop, &hc->timer);
+    return SL_OK;
+}
+
+/* Finds the finished call `id` of r. */
+static hclient_t *hc_find(sl_request_t *r, int id)
+{
+    for (sl_queue_t *q = r->waits.next; q != &r->waits; q = q->next) {
+        sl_wait_t *w = sl_queue_data(q, sl_wait_t, link);
+        if (w->id == id && w->cancel == hc_cancel)
+            return (hclient_t *)w;
+    }
+    return NULL;
+}
+
+SL_EXPORT int sl_ffi_http_result(sl_request_t *r, int id, int *status, int *nheaders,
+                                 const char **body, size_t *blen, const char **err)
+{
+    hclient_t *hc = hc_find(r, id);
+    if (hc == NULL || hc->state != HC_DONE) {
+        *err = "no such call";
+        return SL_ERROR;
+    }
+    if (hc->status != SL_OK) {
+        *err = hc->error;
+        return SL_ERROR;
+    }
+    *status = hc->r.status;
+    *nheaders = (int)hc->r.nheaders;
+    *body = hc->body;
+    *blen = hc->body_len;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_http_header_at(sl_request_t *r, int id, int i, const char **name, size_t *nlen,
+                                    const char **value, size_t *vlen)
+{
+    hclient_t *hc = hc_find(r, id);
+    if (hc == NULL || hc->state != HC_DONE || i < 0 || (size_t)i >= hc->r.nheaders)
+        return SL_DECLINED;
+    *name = hc->headers[i].name;
+    *nlen = hc->headers[i].name_len;
+    *value = hc->headers[i].value;
+    *vlen = hc->headers[i].value_len;
+    return SL_OK;
+}
+
+SL_EXPORT void sl_ffi_http_free(sl_request_t *r, int id)
+{
+    hclient_t *hc = hc_find(r, id);
+    if (hc != NULL) {
+        sl_lua_wait_done(&hc->wait);
+        hc_free(hc);
+    }
+}
