@@ -123,6 +123,23 @@ SL_EXPORT int sl_ffi_http_header_at(sl_request_t *r, int id, int i, const char *
                                     const char **value, size_t *vlen);
 SL_EXPORT void sl_ffi_http_free(sl_request_t *r, int id);
 
+/* sluice.redis over hiredis's async client. Connections are small integer
+ * handles. connect reuses an idle pooled connection (SL_OK, *fresh 0) or
+ * starts one (SL_AGAIN: wait for id). send queues ncommands commands
+ * (argcs[i] arguments each, flattened in argv) and wakes id when every
+ * reply arrived. result gives the replies serialized for lua/sluice/redis.lua;
+ * op_free releases them. keepalive returns a connection to the pool. */
+SL_EXPORT int sl_ffi_redis_connect(sl_request_t *r, int id, const char *ip, int port,
+                                   double timeout, int *handle, int *fresh, const char **err);
+SL_EXPORT int sl_ffi_redis_send(sl_request_t *r, int id, int handle, int ncommands,
+                                const int *argcs, const char **argv, const size_t *argvlen,
+                                double timeout, const char **err);
+SL_EXPORT int sl_ffi_redis_result(sl_request_t *r, int id, const char **buf, size_t *len,
+                                  const char **err);
+SL_EXPORT void sl_ffi_redis_op_free(sl_request_t *r, int id);
+SL_EXPORT int sl_ffi_redis_keepalive(int handle);
+SL_EXPORT int sl_ffi_redis_close(int handle);
+
 /* Is the address (text, IPv4 or IPv6) in server.trusted_ips? 1 yes, 0 no,
  * SL_ERROR when it is not an address. */
 SL_EXPORT int sl_ffi_ip_trusted(const char *ip, size_t len);

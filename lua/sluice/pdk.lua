@@ -974,6 +974,19 @@ function http.request(opts)
   return res
 end
 
+-- sluice.redis: the module does the protocol; the PDK lends it the scheduler.
+local redis = require("sluice.redis")
+redis.set_hooks({
+  begin = function(what)
+    local ctx = request_ctx("sluice." .. what)
+    return ctx, cur.r, next_wait_id()
+  end,
+  wait = wait_for,
+  request = function()
+    return cur.r
+  end,
+})
+
 local thread = {}
 
 -- Runs fn(...) concurrently with the caller (rewrite and access); it starts
@@ -1041,6 +1054,7 @@ _M.sluice = {
   sleep = sleep,
   thread = thread,
   http = http,
+  redis = { connect = redis.connect, null = redis.null },
   shared = require("sluice.shared"),
   timer = require("sluice.timer"),
   crypto = require("sluice.crypto"),
