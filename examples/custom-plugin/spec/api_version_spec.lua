@@ -1,5 +1,5 @@
 -- The api-version plugin: its schema in-process, its behaviour through a real sluice.
-local helpers = require("spec.helpers")
+local t = require("sluice.test")
 local config = require("sluice.config")
 
 local fmt = string.format
@@ -57,50 +57,54 @@ describe("plugin: api-version (schema)", function()
 end)
 
 describe("plugin: api-version (through sluice)", function()
-  local upstream, s
+  local upstream, proxy
 
   setup(function()
-    upstream = helpers.start_upstream()
-    s = helpers.start_sluice(yaml(upstream.port, [[
-              versions: { v1: /legacy, v2: /api/v2 }
-              default: v2]]), { server = { plugin_paths = { PLUGINS } } })
+    upstream = t.mock_upstream()
+    proxy = t.start({
+      services = { {
+        name = "catalog", url = upstream.url,
+        routes = { {
+          name = "catalog", paths = { "/products" }, strip_path = false,
+          plugins = { { name = "api-version", config = {
+            versions = { v1 = "/legacy", v2 = "/api/v2" }, default = "v2" } } },
+        } },
+      } },
+    }, { plugin_paths = { PLUGINS } })
   end)
 
   teardown(function()
-    helpers.stop_all()
+    t.stop()
   end)
 
-  local function get(args)
-    local status, headers, body = helpers.curl(fmt("http://127.0.0.1:%d%s", s.port, args))
-    return status, headers, helpers.json(body)
-  end
-
   it("sends a request without a version to the default version's prefix", function()
-    local status, headers, body = get("/products/42")
-    assert.equal(200, status)
-    assert.equal("/api/v2/products/42", body.uri)
-    assert.equal("v2", helpers.lower_headers(body.headers)["x-api-version"])
-    assert.equal("v2", headers["x-api-version"])
+    local res = assert(proxy:get("/products/42"))
+    assert.res_status(200, res)
+    local seen = upstream:last_request()
+    assert.equal("/api/v2/products/42", seen.uri)
+    assert.equal("v2", seen.headers["x-api-version"])
+    assert.equal("v2", assert.response(res).has.header("x-api-version"))
   end)
 
   it("honours the Accept-Version header", function()
-    local status, headers, body = get("/products/42 -H 'Accept-Version: v1'")
-    assert.equal(200, status)
-    assert.equal("/legacy/products/42", body.uri)
-    assert.equal("v1", headers["x-api-version"])
+    local res = assert(proxy:get("/products/42", { headers = { ["Accept-Version"] = "v1" } }))
+    assert.res_status(200, res)
+    assert.equal("/legacy/products/42", upstream:last_request().uri)
+    assert.equal("v1", res.headers["x-api-version"])
   end)
 
   it("falls back to the version query argument and keeps the query", function()
-    local status, _, body = get("'/products?version=v1&page=2'")
-    assert.equal(200, status)
-    assert.equal("/legacy/products?version=v1&page=2", body.uri)
+    local res = assert(proxy:get("/products", { query = { version = "v1", page = 2 } }))
+    assert.res_status(200, res)
+    assert.equal("/legacy/products?page=2&version=v1", upstream:last_request().uri)
   end)
 
   it("answers 400 to an unknown version without calling the upstream", function()
-    local status, headers, body = get("/products/7 -H 'Accept-Version: v9'")
-    assert.equal(400, status)
-    assert.matches("^application/json", headers["content-type"])
-    assert.same({ message = "unknown API version 'v9'" }, body)
-    assert.is_false(helpers.upstream_saw(upstream, "/products/7"))
+    local before = #upstream:requests()
+    local res = assert(proxy:get("/products/7", { headers = { ["Accept-Version"] = "v9" } }))
+    assert.res_status(400, res)
+    assert.matches("^application/json", res.headers["content-type"])
+    assert.same({ message = "unknown API version 'v9'" }, res:json())
+    assert.equal(before, #upstream:requests())
   end)
 end)
