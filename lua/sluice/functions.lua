@@ -34,6 +34,36 @@ local function compile(conf, name)
   return out
 end
 
+-- The config schema of the plugin `name` (pre-function or post-function):
+-- Lua code strings per phase, each checked to compile.
+function _M.schema(name)
+  local function compiles(code)
+    local fn, err = loadstring(code, "=" .. name)
+    if not fn then
+      return nil, "invalid Lua: " .. err
+    end
+    return true
+  end
+  local function phase(description)
+    return { type = "array", default = {}, elements = { type = "string", custom = compiles },
+             description = description }
+  end
+  return {
+    name = name,
+    fields = {
+      { config = {
+          type = "record",
+          fields = {
+            { rewrite = phase("Code run in rewrite (global instances only).") },
+            { access = phase("Code run in access.") },
+            { header_filter = phase("Code run in header_filter.") },
+            { log = phase("Code run in log.") },
+          },
+        } },
+    },
+  }
+end
+
 function _M.new(name, priority)
   local handler = { PRIORITY = priority, VERSION = "0.1.0" }
 

@@ -441,22 +441,28 @@ function response.clear_header(name)
   return true
 end
 
+-- set_headers for target (0 upstream request, 1 client response): a list
+-- value sends the header once per element, replacing what was there.
+local function set_headers(target, headers)
+  for k, v in pairs(headers) do
+    if type(v) == "table" then
+      header_op(target, 2, "set_headers", k)
+      for _, one in ipairs(v) do
+        header_op(target, 1, "set_headers", k, one)
+      end
+    else
+      header_op(target, 0, "set_headers", k, v)
+    end
+  end
+  return true
+end
+
 function response.set_headers(headers)
   if type(headers) ~= "table" then
     arg_error(1, "set_headers", "table", headers)
   end
   check(RESPONSE_EDIT, "sluice.response.set_headers")
-  for k, v in pairs(headers) do
-    if type(v) == "table" then
-      header_op(1, 2, "set_headers", k)
-      for _, one in ipairs(v) do
-        header_op(1, 1, "set_headers", k, one)
-      end
-    else
-      header_op(1, 0, "set_headers", k, v)
-    end
-  end
-  return true
+  return set_headers(1, headers)
 end
 
 -- Ends the request with this response; plugins after this one do not run.
@@ -611,17 +617,7 @@ function service.request.set_headers(headers)
     arg_error(1, "set_headers", "table", headers)
   end
   check(BEFORE_PROXY, "sluice.service.request.set_headers")
-  for k, v in pairs(headers) do
-    if type(v) == "table" then
-      header_op(0, 2, "set_headers", k)
-      for _, one in ipairs(v) do
-        header_op(0, 1, "set_headers", k, one)
-      end
-    else
-      header_op(0, 0, "set_headers", k, v)
-    end
-  end
-  return true
+  return set_headers(0, headers)
 end
 
 -- The status the upstream answered with, or nil when no upstream answered.
