@@ -848,6 +848,14 @@ static void summary_server(const sl_config_t *cf, FILE *out)
     else
         print_size(out, ", body", s->max_body_size);
     fputc('\n', out);
+    if (s->nshared_dicts > 0) {
+        fprintf(out, "  %-11s", "shared");
+        for (size_t i = 0; i < s->nshared_dicts; i++) {
+            fprintf(out, "%s%s", i > 0 ? ", " : "", s->shared_dicts[i].name);
+            print_size(out, "", s->shared_dicts[i].size);
+        }
+        fputc('\n', out);
+    }
 }
 
 static void summary_services(const sl_config_t *cf, FILE *out)
