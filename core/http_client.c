@@ -18,6 +18,89 @@
 
 enum { HC_CONNECTING, HC_SENDING, HC_READING, HC_DONE };
 
+/* Idle keep-alive connections of sluice.http, per worker: reused by the next
+ * call to the same address, dropped when the server closes them (watched for
+ * reads) or after IDLE_SECONDS. Bounded in number. */
+#define POOL_MAX     64
+#define IDLE_SECONDS 30.
+
+typedef struct idle_s {
+    ev_io io;
+    ev_timer timer;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int fd;
+    sl_queue_t link;
+} idle_t;
+
+static sl_queue_t idle_pool = {&idle_pool, &idle_pool};
+static int nidle;
+
+static void idle_drop(idle_t *i)
+{
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_io_stop(loop, &i->io);
+    ev_timer_stop(loop, &i->timer);
+    close(i->fd);
+    sl_queue_remove(&i->link);
+    nidle--;
+    free(i);
+}
+
+static void idle_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    SL_UNUSED(loop);
+    SL_UNUSED(revents);
+    /* Readable while idle: closed by the server (or junk): not reusable. */
+    idle_drop((idle_t *)io);
+}
+
+static void idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    SL_UNUSED(loop);
+    SL_UNUSED(revents);
+    idle_drop((idle_t *)((char *)t - offsetof(idle_t, timer)));
+}
+
+/* Keeps fd for reuse; closes it when the pool is full or out of memory. */
+static void idle_put(int fd, const struct sockaddr_storage *addr, socklen_t addrlen)
+{
+    idle_t *i = nidle < POOL_MAX ? malloc(sizeof(*i)) : NULL;
+    if (i == NULL) {
+        close(fd);
+        return;
+    }
+    i->fd = fd;
+    i->addr = *addr;
+    i->addrlen = addrlen;
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_io_init(&i->io, idle_io_cb, fd, EV_READ);
+    ev_io_start(loop, &i->io);
+    ev_timer_init(&i->timer, idle_timer_cb, IDLE_SECONDS, 0.);
+    ev_timer_start(loop, &i->timer);
+    sl_queue_insert_head(&idle_pool, &i->link);
+    nidle++;
+}
+
+/* Takes an idle connection to addr, or returns -1. */
+static int idle_take(const struct sockaddr_storage *addr, socklen_t addrlen)
+{
+    for (sl_queue_t *q = idle_pool.next; q != &idle_pool; q = q->next) {
+        idle_t *i = sl_queue_data(q, idle_t, link);
+        if (i->addrlen == addrlen && memcmp(&i->addr, addr, addrlen) == 0) {
+            int fd = i->fd;
+            struct ev_loop *loop = ev_default_loop(0);
+            ev_io_stop(loop, &i->io);
+            ev_timer_stop(loop, &i->timer);
+            sl_queue_remove(&i->link);
+            nidle--;
+            free(i);
+            return fd;
+        }
+    }
+    return -1;
+}
+
 /* One call. The request bytes come from Lua (it builds the head); the
  * response is read whole, up to max_size, then handed back by index. */
 typedef struct {
@@ -39,6 +122,11 @@ typedef struct {
     sl_http_chunked_t chunked;
     char *body; /* decoded body: inside `in` */
     size_t body_len;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    size_t resp_end; /* where the response ends in `in` */
+    int reused;      /* the connection came from the pool */
+    int keepalive;   /* the finished exchange leaves it reusable */
 } hclient_t;
 
 static void hc_close_fd(hclient_t *hc)
@@ -46,8 +134,12 @@ static void hc_close_fd(hclient_t *hc)
     struct ev_loop *loop = ev_default_loop(0);
     ev_io_stop(loop, &hc->io);
     ev_timer_stop(loop, &hc->timer);
-    if (hc->fd >= 0)
-        close(hc->fd);
+    if (hc->fd >= 0) {
+        if (hc->keepalive)
+            idle_put(hc->fd, &hc->addr, hc->addrlen);
+        else
+            close(hc->fd);
+    }
     hc->fd = -1;
 }
 
@@ -101,11 +193,13 @@ static int hc_complete(hclient_t *hc, int eof)
     switch (hc->r.body) {
     case SL_HTTP_BODY_NONE:
         hc->body_len = 0;
+        hc->resp_end = (size_t)hc->head_len;
         return SL_OK;
     case SL_HTTP_BODY_LENGTH:
         if (avail < (uint64_t)hc->r.content_length)
             return eof ? SL_ERROR : SL_AGAIN;
         hc->body_len = (size_t)hc->r.content_length;
+        hc->resp_end = (size_t)hc->head_len + hc->body_len;
         return SL_OK;
     case SL_HTTP_BODY_CLOSE:
         hc->body_len = avail;
@@ -113,10 +207,10 @@ static int hc_complete(hclient_t *hc, int eof)
     default:
         break;
     }
-    /* Chunked: decode from scratch over what arrived (bodies here are small). */
+    /* Chunked: first find where it ends, parsing from the start over what
+     * arrived (O(n) per read: fine for the API-sized bodies this is for). */
     memset(&hc->chunked, 0, sizeof(hc->chunked));
     const char *p = hc->in + hc->head_len, *end = hc->in + hc->in_len;
-    char *w = hc->body;
     while (p < end && hc->chunked.state != SL_CHUNKED_DONE) {
         const char *data;
         size_t dlen;
@@ -126,14 +220,14 @@ static int hc_complete(hclient_t *hc, int eof)
         if (n == 0)
             break;
         p += n;
-        w += dlen; /* counts only; the copy happens below once complete */
     }
     if (hc->chunked.state != SL_CHUNKED_DONE)
         return eof ? SL_ERROR : SL_AGAIN;
+    hc->resp_end = (size_t)(p - hc->in);
     /* Second pass: compact the payload runs in place. */
     memset(&hc->chunked, 0, sizeof(hc->chunked));
     p = hc->in + hc->head_len;
-    w = hc->body;
+    char *w = hc->body;
     while (p < end && hc->chunked.state != SL_CHUNKED_DONE) {
         const char *data;
         size_t dlen;
@@ -147,6 +241,44 @@ static int hc_complete(hclient_t *hc, int eof)
         p += n;
     }
     hc->body_len = (size_t)(w - hc->body);
+    return SL_OK;
+}
+
+static void hc_io_cb(struct ev_loop *loop, ev_io *io, int revents);
+
+/* Opens a fresh connection for hc (non-blocking). */
+static int hc_connect(hclient_t *hc)
+{
+    hc->reused = 0;
+    hc->fd = socket(hc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (hc->fd < 0)
+        return SL_ERROR;
+    int one = 1;
+    setsockopt(hc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    hc->state = HC_CONNECTING;
+    if (connect(hc->fd, (struct sockaddr *)&hc->addr, hc->addrlen) == 0) {
+        hc->state = HC_SENDING;
+    } else if (errno != EINPROGRESS) {
+        close(hc->fd);
+        hc->fd = -1;
+        return SL_ERROR;
+    }
+    return SL_OK;
+}
+
+/* A pooled connection the server had closed: send the call again on a fresh
+ * one (nothing of it was processed: not a byte came back). */
+static int hc_retry(hclient_t *hc)
+{
+    struct ev_loop *loop = ev_default_loop(0);
+    ev_io_stop(loop, &hc->io);
+    close(hc->fd);
+    hc->fd = -1;
+    hc->out_sent = 0;
+    if (hc_connect(hc) != SL_OK)
+        return SL_ERROR;
+    ev_io_init(&hc->io, hc_io_cb, hc->fd, EV_WRITE);
+    ev_io_start(loop, &hc->io);
     return SL_OK;
 }
 
@@ -175,16 +307,23 @@ static void hc_read(hclient_t *hc)
         if (n < 0 && errno == EAGAIN)
             break;
         if (n < 0) {
+            if (hc->reused && hc->in_len == 0 && hc_retry(hc) == SL_OK)
+                return;
             hc_finish(hc, SL_ERROR, "connection reset");
             return;
         }
         hc->in_len += (size_t)n;
         int rc = hc_complete(hc, n == 0);
         if (rc == SL_OK) {
+            /* Reusable when the server keeps it and sent nothing extra. */
+            hc->keepalive = n > 0 && (hc->r.flags & SL_HTTP_F_KEEPALIVE) &&
+                            hc->r.body != SL_HTTP_BODY_CLOSE && hc->resp_end == hc->in_len;
             hc_finish(hc, SL_OK, NULL);
             return;
         }
         if (rc == SL_ERROR) {
+            if (n == 0 && hc->reused && hc->in_len == 0 && hc_retry(hc) == SL_OK)
+                return;
             hc_finish(hc, SL_ERROR,
                       n == 0 ? "connection closed before the response ended" : "invalid response");
             return;
@@ -217,6 +356,8 @@ static void hc_io_cb(struct ev_loop *loop, ev_io *io, int revents)
             if (n < 0 && errno == EAGAIN)
                 return;
             if (n < 0) {
+                if (hc->reused && hc_retry(hc) == SL_OK)
+                    return;
                 hc_finish(hc, SL_ERROR, "write failed");
                 return;
             }
@@ -288,21 +429,13 @@ SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *ip, size_t 
     hc->in_cap = SL_MIN((size_t)FIRST_READ, max_size);
     hc->max_size = max_size;
     hc->method_id = method_head ? SL_HTTP_HEAD : SL_HTTP_GET;
-    hc->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (hc->fd < 0) {
-        free(hc->out);
-        free(hc->in);
-        free(hc);
-        *err = "cannot create a socket";
-        return SL_ERROR;
-    }
-    int one = 1;
-    setsockopt(hc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    hc->state = HC_CONNECTING;
-    if (connect(hc->fd, (struct sockaddr *)&ss, sslen) == 0)
+    hc->addr = ss;
+    hc->addrlen = sslen;
+    hc->fd = idle_take(&ss, sslen);
+    if (hc->fd >= 0) {
+        hc->reused = 1;
         hc->state = HC_SENDING;
-    else if (errno != EINPROGRESS) {
-        close(hc->fd);
+    } else if (hc_connect(hc) != SL_OK) {
         free(hc->out);
         free(hc->in);
         free(hc);

@@ -885,7 +885,8 @@ end
 -- Calls another HTTP service without blocking the worker (rewrite, access).
 -- opts: { method = "GET", url =, headers = {}, body = string, timeout =
 -- seconds (5), max_size = bytes (8 MiB) }. Returns { status, headers
--- (lower-case names), body } or nil, err. One connection per call for now.
+-- (lower-case names), body } or nil, err. Connections are kept alive and
+-- reused per worker.
 function http.request(opts)
   if type(opts) ~= "table" then
     arg_error(1, "request", "table", opts)
@@ -935,7 +936,6 @@ function http.request(opts)
   if body then
     lines[#lines + 1] = "Content-Length: " .. #body
   end
-  lines[#lines + 1] = "Connection: close"
   local raw = tbl_concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
   local id = next_wait_id()
   local r = cur.r

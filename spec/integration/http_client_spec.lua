@@ -5,10 +5,11 @@ local socket = require("socket")
 local fmt = string.format
 
 describe("sluice.http", function()
-  local s, upstream, other
+  local s, upstream, other, short
 
   setup(function()
     upstream = helpers.start_upstream()
+    short = helpers.start_upstream({ keepalive_timeout = "1s" })
     other = helpers.start_upstream({ locations = [[
     location = /slow { content_by_lua_block { ngx.sleep(0.2) ngx.say("slow") } }
     location = /chunked { content_by_lua_block { ngx.print("a") ngx.flush(true) ngx.print("b") } }
@@ -60,6 +61,30 @@ services:
                     for i, r in ipairs(sluice.thread.wait_all(unpack(ts))) do out[i] = r[2] end
                     return sluice.response.exit(200, { bodies = out })
                   end
+      - name: reuse
+        paths: ["/reuse"]
+        plugins:
+          - name: pre-function
+            config:
+              access:
+                - |
+                  return function()
+                    local url = "http://127.0.0.1:%d/echo"
+                    local a = sluice.json.decode(sluice.http.request({ url = url }).body)
+                    local b = sluice.json.decode(sluice.http.request({ url = url }).body)
+                    return sluice.response.exit(200, { a = a.connection, b = b.connection })
+                  end
+      - name: short
+        paths: ["/short"]
+        plugins:
+          - name: pre-function
+            config:
+              access:
+                - |
+                  return function()
+                    local res, err = sluice.http.request({ url = "http://127.0.0.1:%d/echo" })
+                    return sluice.response.exit(200, { status = res and res.status, err = err })
+                  end
       - name: bad
         paths: ["/bad"]
         plugins:
@@ -73,7 +98,7 @@ services:
                     local _, e3 = sluice.http.request({ url = "http://127.0.0.1:9/" })
                     return sluice.response.exit(200, { e1 = e1, e2 = e2, e3 = e3 })
                   end
-]], upstream.port, other.port, other.port), { workers = 1 })
+]], upstream.port, other.port, other.port, upstream.port, short.port), { workers = 1 })
   end)
 
   teardown(function()
@@ -116,6 +141,21 @@ services:
     assert.equal(200, status)
     assert.same({ "slow\n", "slow\n", "slow\n", "slow\n" }, body.bodies)
     assert.is_true(socket.gettime() - t0 < 0.6)
+  end)
+
+  it("reuses its connections", function()
+    local status, body = get("/reuse")
+    assert.equal(200, status)
+    assert.is_not_nil(body.a)
+    assert.equal(body.a, body.b)
+  end)
+
+  it("notices a pooled connection the server closed", function()
+    assert.equal(200, get("/short"))
+    socket.sleep(1.5)
+    local status, body = get("/short")
+    assert.equal(200, status)
+    assert.equal(200, body.status, body.err)
   end)
 
   it("says what it cannot do", function()
