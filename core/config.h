@@ -99,8 +99,8 @@ typedef struct sl_route_s {
     int path_handling; /* 0 = "v0", 1 = "v1" */
     int https_redirect_status_code;
     sl_service_t *service;
-    size_t index; /* position in the file, the final tie-breaker */
-    bool plugins; /* runs Lua plugins in access or later phases */
+    size_t index;     /* position in the file, the final tie-breaker */
+    unsigned plugins; /* bit (1 << SL_PHASE_*) for each phase with plugins to run */
 } sl_route_t;
 
 enum { SL_LOG_ERR = 0, SL_LOG_WARN, SL_LOG_NOTICE, SL_LOG_INFO, SL_LOG_DEBUG };

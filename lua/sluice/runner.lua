@@ -79,7 +79,8 @@ local function pick(instances, route_index, service_index)
 end
 
 -- Builds every chain from the normalized config (config.lua's output).
--- Returns { routes = { bool, ... }, rewrite = bool }: which routes run Lua.
+-- Returns { routes = { mask, ... }, rewrite = bool }: per route, bit
+-- (1 << phase) for each phase that has plugins to run (0: never enters Lua).
 function _M.init(cfg)
   local plugins = require("sluice.plugins")
   route_chains, rewrite_chain, in_use = {}, {}, {}
@@ -104,7 +105,7 @@ function _M.init(cfg)
   local info = { routes = {}, rewrite = #rewrite_chain > 0 }
   for i, route in ipairs(cfg.routes or {}) do
     local chosen = pick(instances, i, route.service)
-    local chains, any = {}, false
+    local chains, mask = {}, 0
     for _, phase in ipairs({ ACCESS, HEADER_FILTER, LOG }) do
       local list = {}
       for _, inst in pairs(chosen) do
@@ -115,10 +116,12 @@ function _M.init(cfg)
       end
       tbl_sort(list, by_priority)
       chains[phase] = list
-      any = any or #list > 0
+      if #list > 0 then
+        mask = mask + 2 ^ phase
+      end
     end
     route_chains[i] = chains
-    info.routes[i] = any
+    info.routes[i] = mask
   end
   return info
 end
