@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# lib.sh: the setup run.sh, idle.sh and alloc.sh share: a temp dir removed on
-# exit, free ports, the upstream nginx every proxy forwards to, nginx as a
-# proxy, and sluice. Sourced (not run) by those scripts, first thing after
+# lib.sh: the setup run.sh, plugins.sh, idle.sh and alloc.sh share: a temp
+# dir removed on exit, free ports, the upstream nginx every proxy forwards to,
+# nginx as a proxy, and sluice. Sourced (not run) by those scripts, first thing after
 # `set -eu`: it moves to the repository root and defines things; it starts
 # nothing by itself.
 #
@@ -12,6 +12,15 @@
 #   LIFT_KEEPALIVE=1   no request limit per keep-alive connection on the proxies,
 #                      client side and upstream side (the upstream nginx has none
 #                      in any case)
+# and (they apply to the configs written while they are set):
+#   NGINX_MAIN="..."      lines for the main context of an nginx config (load_module)
+#   NGINX_LOCATION="..."  lines at the top of nginx_proxy_conf's location /
+#                         (access_by_lua_block { ... })
+#   SLUICE_PLUGINS="a b"  plugins (from bench/plugins) on sluice_conf's route
+#   UPSTREAM_SERVER="..." lines in the upstream's server block (extra locations)
+#
+# The second half (wrk_measure and what goes with it) is the wrk measuring
+# run.sh and plugins.sh share.
 
 # Everything runs from the repository root, whatever the caller's directory.
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -24,6 +33,10 @@ USED_PORTS=""      # ports free_port has handed out
 NGINX_NOFILE=""
 BACKLOG=""
 LIFT_KEEPALIVE=0
+NGINX_MAIN=""
+NGINX_LOCATION=""
+SLUICE_PLUGINS=""
+UPSTREAM_SERVER=""
 # What the upstream answers to every request.
 UPSTREAM_BODY='{"status":"ok","message":"hello from upstream"}'
 
@@ -125,6 +138,7 @@ nginx_conf() {
     shift 2
     mkdir -p "$dir"
     {
+        [ -z "$NGINX_MAIN" ] || echo "$NGINX_MAIN"
         echo "daemon off;"
         echo "worker_processes 1;"
         [ -z "$NGINX_NOFILE" ] || echo "worker_rlimit_nofile $NGINX_NOFILE;"
@@ -161,7 +175,8 @@ upstream_conf() {
     free_port UP_PORT
     nginx_conf upstream "$conns" "keepalive_requests 1000000;" "$@" <<EOF
     server {
-        listen 127.0.0.1:$UP_PORT${BACKLOG:+ backlog=$BACKLOG};
+        listen 127.0.0.1:$UP_PORT${BACKLOG:+ backlog=$BACKLOG};${UPSTREAM_SERVER:+
+        $UPSTREAM_SERVER}
         location / {
             default_type application/json;
             return 200 '$UPSTREAM_BODY';
@@ -185,22 +200,31 @@ start_upstream() {
 # HTTP/1.1 and an empty Connection header. DIRECTIVEs as for nginx_conf.
 # Start it with start_nginx VAR nginx.
 nginx_proxy_conf() {
-    local conns=$1 lift=""
-    shift
-    free_port NGINX_PORT
+    nginx_proxy_conf_as nginx NGINX_PORT "$@"
+}
+
+# nginx_proxy_conf_as NAME PORT_VAR CONNECTIONS [DIRECTIVE...]: the same, for
+# an nginx named NAME ($TMP/NAME) whose port goes to PORT_VAR. Start it with
+# start_nginx VAR NAME.
+nginx_proxy_conf_as() {
+    local name=$1 portvar=$2 conns=$3 lift="" port
+    shift 3
+    free_port "$portvar"
+    port=${!portvar}
     if [ "$LIFT_KEEPALIVE" = 1 ]; then
         lift="keepalive_requests 1000000;"
         set -- "$lift" "$@"
     fi
-    nginx_conf nginx "$conns" "$@" <<EOF
+    nginx_conf "$name" "$conns" "$@" <<EOF
     upstream up {
         server 127.0.0.1:$UP_PORT;
         keepalive 64;${lift:+
         $lift}
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT${BACKLOG:+ backlog=$BACKLOG};
-        location / {
+        listen 127.0.0.1:$port${BACKLOG:+ backlog=$BACKLOG};
+        location / {${NGINX_LOCATION:+
+            $NGINX_LOCATION}
             proxy_pass http://up;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -215,22 +239,33 @@ EOF
 # does not wait for the port.
 # shellcheck disable=SC2120 # PREFIX is optional
 start_sluice() {
-    free_port SLUICE_PORT
-    mkdir -p "$TMP/sluice"
+    sluice_conf sluice SLUICE_PORT
+    start_sluice_as SLUICE_PID sluice "$@"
+}
+
+# sluice_conf NAME PORT_VAR: sets PORT_VAR to a free port and writes
+# $TMP/NAME/sluice.yaml: one worker, no access log, every path routed to the
+# upstream, through the SLUICE_PLUGINS (found in bench/plugins) if any.
+sluice_conf() {
+    local name=$1 portvar=$2 port p
+    free_port "$portvar"
+    port=${!portvar}
+    mkdir -p "$TMP/$name"
     {
         cat <<EOF
 _format_version: "3.0"
 server:
-  listen: ["127.0.0.1:$SLUICE_PORT${BACKLOG:+ backlog=$BACKLOG}"]
+  listen: ["127.0.0.1:$port${BACKLOG:+ backlog=$BACKLOG}"]
   workers: 1
-  pid_file: $TMP/sluice/sluice.pid
+  pid_file: $TMP/$name/sluice.pid
   access_log: "off"
-  error_log: $TMP/sluice/error.log
+  error_log: $TMP/$name/error.log
 EOF
         if [ "$LIFT_KEEPALIVE" = 1 ]; then
             echo "  keepalive_requests: 1000000"
             echo "  upstream_keepalive_max_requests: 0"
         fi
+        [ -z "$SLUICE_PLUGINS" ] || echo "  plugin_paths: [\"$ROOT/bench/plugins\"]"
         cat <<EOF
 services:
   - name: bench
@@ -239,6 +274,199 @@ services:
       - name: all
         paths: ["/"]
 EOF
-    } >"$TMP/sluice/sluice.yaml"
-    spawn SLUICE_PID sluice QUIT "$@" "$SLUICE" start -c "$TMP/sluice/sluice.yaml"
+        if [ -n "$SLUICE_PLUGINS" ]; then
+            echo "        plugins:"
+            for p in $SLUICE_PLUGINS; do echo "          - name: $p"; done
+        fi
+    } >"$TMP/$name/sluice.yaml"
+}
+
+# start_sluice_as VAR NAME [PREFIX...]: starts sluice on $TMP/NAME/sluice.yaml
+# (from sluice_conf) through PREFIX if given; VAR is its master's pid. It
+# does not wait for the port.
+start_sluice_as() {
+    local var=$1 name=$2
+    shift 2
+    spawn "$var" "$name" QUIT "$@" "$SLUICE" start -c "$TMP/$name/sluice.yaml"
+}
+
+# --- measuring with wrk (run.sh, plugins.sh) --------------------------------
+#
+# A script sets, before calling wrk_measure:
+#   WRK=(wrk -t.. -c.. --latency ...)  the wrk command line, without -d and URL
+#   DURATION, WARMUP                   measured run and warm-up ("0": none) lengths
+#   LOAD_CPU, PROXY_CPU                CPUs of wrk + upstream and of the proxies
+#   NAME_WIDTH                         width of the target names in the run lines
+# Every measured run appends one line to $TMP/results:
+#   name round req/s p50_us p99_us errors requests proxy_cpu% load_cpu_busy%
+#   proxy_cpu_busy% req_per_proxy_cpu_s
+
+CLK_TCK=$(getconf CLK_TCK)
+NAME_WIDTH=8
+
+# cpu_ticks PID: utime+stime of PID and its children (a master and its worker).
+cpu_ticks() {
+    local total=0 p t
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+        # the fields after "PID (comm) ": $12 = utime, $13 = stime
+        t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+# parse_wrk FILE: "req/s p50_us p99_us errors requests" from wrk --latency output.
+# Errors are socket errors (connect, read, write, timeout) plus non-2xx/3xx responses.
+parse_wrk() {
+    awk '
+    function us(v) {
+        if (v ~ /us$/) return v + 0
+        if (v ~ /ms$/) return v * 1000
+        if (v ~ /m$/)  return v * 60000000
+        if (v ~ /s$/)  return v * 1000000
+        return v + 0
+    }
+    /^ +50%/ { p50 = us($2) }
+    /^ +99%/ { p99 = us($2) }
+    /^Requests\/sec:/ { rps = $2 }
+    / requests in / { n = $1 }
+    /Socket errors:/ { gsub(/,/, ""); e += $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx responses:/ { e += $5 }
+    END { printf "%s %s %s %d %s\n", rps + 0, p50 + 0, p99 + 0, e, n + 0 }' "$1"
+}
+
+# median: of the numbers on stdin.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print 0; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# machine_busy_check: how busy the machine was over 2 s before anything
+# started; a warning when above 10%: a benchmark on a busy machine measures
+# the other load.
+machine_busy_check() {
+    local idle0 idle1 busy_before
+    idle0=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 2
+    idle1=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    busy_before=$(echo "$idle0 $idle1" | awk '{ b = $3 - $1; i = $4 - $2; printf "%d", b * 100 / (b + i + 1e-9) }')
+    echo "machine busy before start: $busy_before%"
+    if [ "$busy_before" -gt 10 ]; then
+        echo "warning: something else is using the CPUs ($busy_before%); figures will be noisy" >&2
+    fi
+}
+
+# cpu_busy: "busy idle" jiffies of LOAD_CPU then PROXY_CPU, from /proc/stat.
+cpu_busy() {
+    awk -v l="cpu$LOAD_CPU" -v p="cpu$PROXY_CPU" '
+        $1 == l { lb = $2 + $3 + $4 + $7 + $8 + $9; li = $5 + $6 }
+        $1 == p { pb = $2 + $3 + $4 + $7 + $8 + $9; pi = $5 + $6 }
+        END { print lb, li, pb, pi }' /proc/stat
+}
+
+# wrk_measure NAME PORT PID ROUND: a warm-up run, then a measured run whose
+# figures go to $TMP/results, together with how busy the proxy was (its own
+# CPU time) and how busy each of the two CPUs was (anyone's CPU time). PID ""
+# means no proxy (wrk straight at the upstream).
+wrk_measure() {
+    local name=$1 port=$2 pid=$3 round=$4 out t0 t1 c0 c1 b0 b1 cpu busy eff
+    out="$TMP/wrk.$name.$round"
+    if [ "$WARMUP" != 0 ]; then
+        taskset -c "$LOAD_CPU" "${WRK[@]}" -d"$WARMUP" "http://127.0.0.1:$port/" >"$out.warmup" 2>&1 || true
+    fi
+    c0=0
+    [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+    b0=$(cpu_busy)
+    t0=$(date +%s.%N)
+    if ! taskset -c "$LOAD_CPU" "${WRK[@]}" -d"$DURATION" "http://127.0.0.1:$port/" >"$out" 2>&1; then
+        echo "$BENCH: wrk failed against $name:" >&2
+        cat "$out" >&2
+    fi
+    t1=$(date +%s.%N)
+    b1=$(cpu_busy)
+    cpu=-1
+    if [ -n "$pid" ]; then
+        c1=$(cpu_ticks "$pid")
+        cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" \
+            'BEGIN { printf "%.1f", (b - a) / hz / (t1 - t0) * 100 }')
+    fi
+    # "load% proxy%": share of non-idle time on each CPU during the run
+    busy=$(echo "$b0 $b1" | awk '{ lb = $5 - $1; li = $6 - $2; pb = $7 - $3; pi = $8 - $4
+        printf "%.1f %.1f", lb * 100 / (lb + li + 1e-9), pb * 100 / (pb + pi + 1e-9) }')
+    # shellcheck disable=SC2046 # parse_wrk prints five words
+    set -- $(parse_wrk "$out")
+    # requests per second of the proxy's own CPU time, this run
+    eff=$(awk -v r="$1" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", r / (c / 100); else print -1 }')
+    echo "$name $round $1 $2 $3 $4 $5 $cpu $busy $eff" >>"$TMP/results"
+    printf "  %-${NAME_WIDTH}s round %d: %8.0f req/s  p50 %7.0f us  p99 %7.0f us  errors %d  proxy CPU %s%%  busy: CPU%s %s%%, CPU%s %s%%\n" \
+        "$name" "$round" "$1" "$2" "$3" "$4" "${cpu/#-1/-}" "$LOAD_CPU" "${busy% *}" "$PROXY_CPU" "${busy#* }"
+    if [ "$4" -gt 0 ]; then
+        echo "  !! $name: wrk saw errors; raw output:" >&2
+        sed 's/^/     /' "$out" >&2
+    fi
+}
+
+# col_median NAME COLUMN: the median of a results column
+# (3 req/s, 4 p50, 5 p99, 8 proxy cpu, 9 and 10 busy CPUs, 11 req per proxy CPU-s)
+col_median() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$TMP/results" | median; }
+# best NAME: the highest req/s of NAME's runs.
+best() { awk -v n="$1" '$1 == n { print $3 }' "$TMP/results" | sort -g | tail -n 1; }
+# errs NAME: errors over all of NAME's runs.
+errs() { awk -v n="$1" '$1 == n { e += $6 } END { print e + 0 }' "$TMP/results"; }
+# ratio A B: A/B with two decimals ("n/a" when B is not positive).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+# results_table NAME...: the Markdown table of the medians, one row per NAME.
+results_table() {
+    local name rps p50 p99 cpu eff
+    echo "| target | req/s | best req/s | p50 ms | p99 ms | proxy CPU | req per proxy CPU-s | errors |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for name in "$@"; do
+        rps=$(col_median "$name" 3) p50=$(col_median "$name" 4) p99=$(col_median "$name" 5)
+        cpu=$(col_median "$name" 8) eff=$(col_median "$name" 11)
+        awk -v n="$name" -v r="$rps" -v b="$(best "$name")" -v a="$p50" -v z="$p99" -v c="$cpu" \
+            -v f="$eff" -v e="$(errs "$name")" 'BEGIN {
+            cs = c < 0 ? "-" : sprintf("%.0f%%", c)
+            fs = f < 0 ? "-" : sprintf("%.0f", f)
+            printf "| %s | %.0f | %.0f | %.3f | %.3f | %s | %s | %d |\n", n, r, b, a / 1000, z / 1000, cs, fs, e
+        }'
+    done
+}
+
+# load_notes NAME...: for each proxy NAME, a note when it did not use (nearly)
+# all of its core while wrk + upstream on the other core were saturated (then
+# req/s understates the proxy and req per CPU-s does not), and a noise line
+# when its CPU was busier than the proxy itself (something else ran there: a
+# build, another test; the figures are noisy, run again when quiet): over the
+# medians, or else in single runs; and a noise line when the same proxy's
+# requests per CPU-second differ by more than 15% between its runs.
+load_notes() {
+    local name
+    for name in "$@"; do
+        awk -v n="$name" -v c="$(col_median "$name" 8)" -v l="$(col_median "$name" 9)" \
+            -v p="$(col_median "$name" 10)" -v lc="$LOAD_CPU" -v pc="$PROXY_CPU" \
+            -v runs="$(awk -v n="$name" '$1 == n { r++; if ($8 >= 0 && $10 - $8 > 10) b++
+                    if ($11 > 0) { if (lo == "" || $11 < lo) lo = $11; if ($11 > hi) hi = $11 } }
+                END { print b + 0, r + 0, lo + 0, hi + 0 }' "$TMP/results")" \
+            -v f="$(col_median "$name" 11)" 'BEGIN {
+            split(runs, r, " ")
+            if (c >= 0 && c < 90 && l >= 90)
+                printf "note: %s used %.0f%% of CPU %s while CPU %s (wrk + upstream) was %.0f%% busy: " \
+                    "the load side was the limit; compare req per proxy CPU-s\n", n, c, pc, lc, l
+            if (c >= 0 && p - c > 10)
+                printf "noise: CPU %s was %.0f%% busy during %s runs, %s itself used %.0f%%: " \
+                    "other processes competed; rerun on a quiet machine\n", pc, p, n, n, c
+            else if (r[1] > 0)
+                printf "noise: in %d of %d %s runs CPU %s was over 10 points busier than %s itself: " \
+                    "other processes competed; the medians may hold, a rerun on a quiet machine is safer\n",
+                    r[1], r[2], n, pc, n
+            # The same proxy doing the same work at a different CPU cost per
+            # request: the machine itself changed speed (on a VM, a busy host
+            # steals time the guest cannot see).
+            if (f > 0 && r[2] > 1 && (r[4] - r[3]) / f > 0.15)
+                printf "noise: %s served %.0f to %.0f req per proxy CPU-s over its runs " \
+                    "(median %.0f): the speed of the machine changed; rerun, or raise ROUNDS\n",
+                    n, r[3], r[4], f
+        }'
+    done
 }

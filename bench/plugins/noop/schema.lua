@@ -1,0 +1,2 @@
+-- noop: a bench plugin with no settings.
+return { name = "noop", fields = { { config = { type = "record", fields = {} } } } }

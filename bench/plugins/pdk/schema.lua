@@ -1,0 +1,2 @@
+-- pdk: a bench plugin with no settings.
+return { name = "pdk", fields = { { config = { type = "record", fields = {} } } } }
