@@ -485,13 +485,9 @@ SL_EXPORT int sl_ffi_http_header_at(sl_request_t *r, int id, int i, const char *
                                     const char **value, size_t *vlen)
 {
     hclient_t *hc = hc_find(r, id);
-    if (hc == NULL || hc->state != HC_DONE || i < 0 || (size_t)i >= hc->r.nheaders)
+    if (hc == NULL || hc->state != HC_DONE)
         return SL_DECLINED;
-    *name = hc->headers[i].name;
-    *nlen = hc->headers[i].name_len;
-    *value = hc->headers[i].value;
-    *vlen = hc->headers[i].value_len;
-    return SL_OK;
+    return sl_http_header_at(hc->headers, hc->r.nheaders, i, name, nlen, value, vlen);
 }
 
 SL_EXPORT void sl_ffi_http_free(sl_request_t *r, int id)

@@ -1029,3 +1029,15 @@ const char *sl_http_reason(int status)
     }
     return "Unknown";
 }
+
+int sl_http_header_at(const sl_http_header_t *h, size_t n, int i, const char **name, size_t *nlen,
+                      const char **value, size_t *vlen)
+{
+    if (i < 0 || (size_t)i >= n)
+        return SL_DECLINED;
+    *name = h[i].name;
+    *nlen = h[i].name_len;
+    *value = h[i].value;
+    *vlen = h[i].value_len;
+    return SL_OK;
+}

@@ -143,6 +143,11 @@ int sl_http_chunked_parse(sl_http_chunked_t *c, const char *buf, size_t len, con
 const sl_http_header_t *sl_http_find_header(const sl_http_header_t *h, size_t n, const char *lname,
                                             size_t lname_len);
 
+/* Copies header i of h[0..n) into the out-params (for the FFI accessors).
+ * Returns SL_OK, or SL_DECLINED when i is out of range. */
+int sl_http_header_at(const sl_http_header_t *h, size_t n, int i, const char **name, size_t *nlen,
+                      const char **value, size_t *vlen);
+
 /* Maps a method token to its SL_HTTP_* id (SL_HTTP_OTHER for unknown tokens). */
 int sl_http_method_id(const char *m, size_t len);
 

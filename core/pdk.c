@@ -64,14 +64,7 @@ SL_EXPORT int sl_ffi_req_header_count(sl_request_t *r)
 SL_EXPORT int sl_ffi_req_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
                                    const char **value, size_t *vlen)
 {
-    if (i < 0 || (size_t)i >= r->h.nheaders)
-        return SL_DECLINED;
-    const sl_http_header_t *h = &r->h.headers[i];
-    *name = h->name;
-    *nlen = h->name_len;
-    *value = h->value;
-    *vlen = h->value_len;
-    return SL_OK;
+    return sl_http_header_at(r->h.headers, r->h.nheaders, i, name, nlen, value, vlen);
 }
 
 SL_EXPORT int sl_ffi_req_get_body(sl_request_t *r, const char **body, size_t *len)
@@ -118,14 +111,9 @@ SL_EXPORT int sl_ffi_resp_header_count(sl_request_t *r)
 SL_EXPORT int sl_ffi_resp_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
                                     const char **value, size_t *vlen)
 {
-    if (!r->resp_head_parsed || i < 0 || (size_t)i >= r->r.nheaders)
+    if (!r->resp_head_parsed)
         return SL_DECLINED;
-    const sl_http_header_t *h = &r->r.headers[i];
-    *name = h->name;
-    *nlen = h->name_len;
-    *value = h->value;
-    *vlen = h->value_len;
-    return SL_OK;
+    return sl_http_header_at(r->r.headers, r->r.nheaders, i, name, nlen, value, vlen);
 }
 
 /* Copies s into the request's arena (created on first use). */

@@ -360,7 +360,6 @@ static int respond_exit(sl_request_t *req)
     const char *body;
     size_t blen = 0;
     int status = sl_lua_exit(req, &body, &blen);
-    req->exited = 1;
     req->status = status;
     if (req->route != NULL && (req->route->plugins & (1u << SL_PHASE_HEADER_FILTER))) {
         /* The route's header_filter plugins see this response too, as in
@@ -1756,8 +1755,7 @@ void sl_proxy_abort(sl_request_t *req)
     sl_conn_t *c = req->c;
     if (req->status == 0)
         req->status = 499;
-    if (req->state != RQ_LOCAL || req->route != NULL)
-        access_log(req);
+    access_log(req);
     if (req->up != NULL) {
         sl_upconn_close(req->up);
         req->up = NULL;

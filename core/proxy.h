@@ -77,7 +77,6 @@ struct sl_request_s {
     struct lua_State *co;
     int co_ref;
     int phase;         /* SL_PHASE_* running or last run */
-    int exited;        /* a plugin answered with sluice.response.exit */
     double seq;        /* the request's number in this worker (the key of its Lua context) */
     sl_queue_t waits;  /* pending Lua waits (sleeps), cancelled if the request ends */
     sl_arena_t *arena; /* plugin-made strings; reset, not freed, between requests */

@@ -11,7 +11,7 @@
 #include "log.h"
 #include "worker.h"
 
-sl_upstream_state_t *sl_upstreams_create(sl_worker_t *w, const sl_config_t *cf)
+sl_upstream_state_t *sl_upstreams_create(const sl_config_t *cf)
 {
     sl_upstream_state_t *ups = calloc(cf->nupstreams ? cf->nupstreams : 1, sizeof(*ups));
     if (ups == NULL)
@@ -31,7 +31,6 @@ sl_upstream_state_t *sl_upstreams_create(sl_worker_t *w, const sl_config_t *cf)
         if (ups[i].balancer == NULL)
             goto failed;
     }
-    SL_UNUSED(w);
     return ups;
 failed:
     sl_upstreams_destroy(ups, cf->nupstreams);

@@ -41,7 +41,7 @@ struct sl_upconn_s {
 };
 
 /* Builds the per-worker state of every upstream in cf. Returns NULL when out of memory. */
-sl_upstream_state_t *sl_upstreams_create(sl_worker_t *w, const sl_config_t *cf);
+sl_upstream_state_t *sl_upstreams_create(const sl_config_t *cf);
 void sl_upstreams_destroy(sl_upstream_state_t *ups, size_t n);
 
 /* Returns a pooled connection to peer, or starts a new non-blocking connect.

@@ -161,7 +161,7 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
         goto done;
 
     w->nups = cf->nupstreams;
-    w->ups = sl_upstreams_create(w, cf);
+    w->ups = sl_upstreams_create(cf);
     if (w->ups == NULL) {
         sl_log(SL_LOG_ERR, "out of memory creating upstream state");
         goto done;

@@ -78,6 +78,19 @@ local function unescape(s)
   return (str_gsub(s, "%%(%x%x)", function(h) return str_char(tonumber(h, 16)) end))
 end
 
+-- Adds a value under key: a second value turns it into a list, as Kong's
+-- tables of query arguments and headers are.
+local function add_value(t, k, v)
+  local old = t[k]
+  if old == nil then
+    t[k] = v
+  elseif type(old) == "table" then
+    old[#old + 1] = v
+  else
+    t[k] = { old, v }
+  end
+end
+
 -- "a=1&b=2&b=3&c" -> { a = "1", b = { "2", "3" }, c = true }, as Kong does.
 local function decode_args(s)
   local args = {}
@@ -90,14 +103,7 @@ local function decode_args(s)
       else
         k, v = unescape(pair), true
       end
-      local old = args[k]
-      if old == nil then
-        args[k] = v
-      elseif type(old) == "table" then
-        old[#old + 1] = v
-      else
-        args[k] = { old, v }
-      end
+      add_value(args, k, v)
     end
   end
   return args
@@ -111,16 +117,7 @@ local function header_table(count_fn, at_fn, r, max)
   end
   for i = 0, n - 1 do
     if at_fn(r, i, str1, len1, str2, len2) == 0 then
-      local name = str_lower(ffi_string(str1[0], len1[0]))
-      local value = ffi_string(str2[0], len2[0])
-      local old = t[name]
-      if old == nil then
-        t[name] = value
-      elseif type(old) == "table" then
-        old[#old + 1] = value
-      else
-        t[name] = { old, value }
-      end
+      add_value(t, str_lower(ffi_string(str1[0], len1[0])), ffi_string(str2[0], len2[0]))
     end
   end
   return t
@@ -954,16 +951,8 @@ function http.request(opts)
   local nheaders = int2[0]
   for i = 0, nheaders - 1 do
     if C.sl_ffi_http_header_at(r, id, i, str1, len1, str2, len2) == 0 then
-      local name = str_lower(ffi_string(str1[0], len1[0]))
-      local value = ffi_string(str2[0], len2[0])
-      local old = res.headers[name]
-      if old == nil then
-        res.headers[name] = value
-      elseif type(old) == "table" then
-        old[#old + 1] = value
-      else
-        res.headers[name] = { old, value }
-      end
+      add_value(res.headers, str_lower(ffi_string(str1[0], len1[0])),
+        ffi_string(str2[0], len2[0]))
     end
   end
   C.sl_ffi_http_free(r, id)
