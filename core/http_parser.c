@@ -1030,6 +1030,11 @@ const char *sl_http_reason(int status)
     return "Unknown";
 }
 
+int sl_http_is_token(const char *s, size_t len)
+{
+    return scan(s, s + len, C_TCHAR) == s + len;
+}
+
 int sl_http_header_at(const sl_http_header_t *h, size_t n, int i, const char **name, size_t *nlen,
                       const char **value, size_t *vlen)
 {

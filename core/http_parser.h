@@ -148,6 +148,10 @@ const sl_http_header_t *sl_http_find_header(const sl_http_header_t *h, size_t n,
 int sl_http_header_at(const sl_http_header_t *h, size_t n, int i, const char **name, size_t *nlen,
                       const char **value, size_t *vlen);
 
+/* Returns 1 when s[0..len) is all token characters (RFC 9110 §5.6.2: what a
+ * method or header name may hold), else 0. */
+int sl_http_is_token(const char *s, size_t len);
+
 /* Maps a method token to its SL_HTTP_* id (SL_HTTP_OTHER for unknown tokens). */
 int sl_http_method_id(const char *m, size_t len);
 

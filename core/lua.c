@@ -172,7 +172,9 @@ static int resume(sl_request_t *req, int nargs)
     sl_ffi_current.r = req;
     sl_ffi_current.phase = req->phase;
     sl_ffi_current.id = req->seq;
+    sl_ffi_current.has_ctx = req->has_ctx;
     int rc = lua_resume(co, nargs);
+    req->has_ctx = sl_ffi_current.has_ctx;
     sl_ffi_current.r = NULL;
     sl_ffi_current.phase = SL_PHASE_NONE;
 
@@ -349,11 +351,13 @@ void sl_lua_release(sl_request_t *req)
         return;
     req->co = NULL;
     /* Drop the request's Lua context (ctx tables, plugin state). */
-    lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_finish);
-    lua_pushnumber(vm, req->seq);
-    if (sl_lua_pcall(vm, 1, 0) != SL_OK) {
-        sl_log(SL_LOG_ERR, "plugin runtime error: %s", lua_tostring(vm, -1));
-        lua_pop(vm, 1);
+    if (req->has_ctx) {
+        lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_finish);
+        lua_pushnumber(vm, req->seq);
+        if (sl_lua_pcall(vm, 1, 0) != SL_OK) {
+            sl_log(SL_LOG_ERR, "plugin runtime error: %s", lua_tostring(vm, -1));
+            lua_pop(vm, 1);
+        }
     }
     if (lua_status(co) == 0 && co_pooled < CO_POOL_MAX) {
         lua_settop(co, 0);

@@ -67,6 +67,52 @@ SL_EXPORT int sl_ffi_req_header_at(sl_request_t *r, int i, const char **name, si
     return sl_http_header_at(r->h.headers, r->h.nheaders, i, name, nlen, value, vlen);
 }
 
+/* Header names compare case-insensitively, and '_' matches '-' (Kong's
+ * get_header("x_api_key") finds X-Api-Key). */
+static int name_matches(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x == y)
+            continue;
+        if (x == '_')
+            x = '-';
+        if (y == '_')
+            y = '-';
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x | 0x20);
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y | 0x20);
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
+
+SL_EXPORT int sl_ffi_header_get(sl_request_t *r, int target, const char *name, size_t nlen,
+                                const char **value, size_t *vlen)
+{
+    const sl_http_header_t *h;
+    size_t n;
+    if (target == 0) {
+        h = r->h.headers;
+        n = r->h.nheaders;
+    } else {
+        if (!r->resp_head_parsed)
+            return SL_DECLINED;
+        h = r->r.headers;
+        n = r->r.nheaders;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (h[i].name_len == nlen && name_matches(h[i].name, name, nlen)) {
+            *value = h[i].value;
+            *vlen = h[i].value_len;
+            return SL_OK;
+        }
+    }
+    return SL_DECLINED;
+}
+
 SL_EXPORT int sl_ffi_req_get_body(sl_request_t *r, const char **body, size_t *len)
 {
     if (r->h.body == SL_HTTP_BODY_NONE)
@@ -124,9 +170,22 @@ static const char *keep(sl_request_t *r, const char *s, size_t len)
     return sl_arena_strndup(r->arena, s, len);
 }
 
+/* A header value may not hold CR, LF or NUL: they would split the head. */
+static int value_ok(const char *v, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
+            return 0;
+    return 1;
+}
+
 SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size_t nlen,
                                const char *value, size_t vlen, const char **err)
 {
+    if (nlen == 0 || !sl_http_is_token(name, nlen))
+        return 1;
+    if (op != 2 && !value_ok(value, vlen))
+        return 2;
     if ((target == 0 && r->phase > SL_PHASE_ACCESS) ||
         (target == 1 && r->phase > SL_PHASE_HEADER_FILTER)) {
         *err = ERR_PHASE;

@@ -77,6 +77,7 @@ struct sl_request_s {
     struct lua_State *co;
     int co_ref;
     int phase;         /* SL_PHASE_* running or last run */
+    int has_ctx;       /* Lua made a context for it (see sl_ffi_current_t) */
     double seq;        /* the request's number in this worker (the key of its Lua context) */
     sl_queue_t waits;  /* pending Lua waits (sleeps), cancelled if the request ends */
     sl_arena_t *arena; /* plugin-made strings; reset, not freed, between requests */

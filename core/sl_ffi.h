@@ -30,10 +30,13 @@ enum {
 };
 
 /* The request whose Lua code runs now; C sets it before every resume, so a
- * PDK call made after a yield still finds its own request. */
+ * PDK call made after a yield still finds its own request. Lua sets has_ctx
+ * when it makes the request's context (a table it must drop at the end); a
+ * request whose plugins never need one costs no Lua call when it ends. */
 typedef struct {
     sl_request_t *r;
     int phase;
+    int has_ctx;
     double id; /* the per-worker request number: the key of its Lua context */
 } sl_ffi_current_t;
 
@@ -77,9 +80,17 @@ SL_EXPORT int sl_ffi_resp_header_count(sl_request_t *r);
 SL_EXPORT int sl_ffi_resp_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
                                     const char **value, size_t *vlen);
 
+/* The first value of header `name` (case-insensitive; '_' matches '-'):
+ * target 0 the client's request, 1 the upstream's response. SL_DECLINED when
+ * there is none (or no response yet). */
+SL_EXPORT int sl_ffi_header_get(sl_request_t *r, int target, const char *name, size_t nlen,
+                                const char **value, size_t *vlen);
+
 /* Header edits, applied when the head they target is written: target 0 is
  * the request sent upstream, 1 the response sent to the client; op 0 sets
- * (replacing every header of that name), 1 adds, 2 clears. */
+ * (replacing every header of that name), 1 adds, 2 clears. Returns SL_OK,
+ * SL_ERROR with *err, or N > 0 when argument N is invalid: 1 the name is not
+ * a token, 2 the value holds CR, LF or NUL. */
 SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size_t nlen,
                                const char *value, size_t vlen, const char **err);
 

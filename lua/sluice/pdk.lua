@@ -51,10 +51,32 @@ local JSON_TYPE = "application/json; charset=utf-8"
 
 local _M = {}
 
--- Per-request Lua state, by request number: { shared = {}, plugins = {},
--- plugin = name of the running plugin, exit_status =, exit_body =, exit_headers = }.
+-- Per-request Lua state, by request number, made on first use (get_ctx):
+-- { shared =, plugins = { [plugin name] = {} }, exit_status =, exit_body =,
+-- exit_headers =, and the wait and thread fields below }.
 local contexts = {}
 _M.contexts = contexts
+
+-- What runs now: plugin = the running plugin's name (nil between plugins),
+-- index = its place in the chain. The runner sets both before each call; a
+-- plugin that waits saves them and puts them back when it is resumed.
+local state = { plugin = nil, index = 0 }
+_M.state = state
+
+-- The running request's context, made when a plugin first needs it: a
+-- request whose plugins never do allocates nothing and costs no Lua call
+-- when it ends (has_ctx tells C to drop it then).
+local function get_ctx()
+  local id = cur.id
+  local c = contexts[id]
+  if not c then
+    c = {}
+    contexts[id] = c
+    cur.has_ctx = 1
+  end
+  return c
+end
+_M.get_ctx = get_ctx
 
 local function check(mask, fname)
   local phase = cur.phase
@@ -123,16 +145,12 @@ local function header_table(count_fn, at_fn, r, max)
   return t
 end
 
-local function find_header(count_fn, at_fn, r, name)
-  local lname = str_lower(name)
-  local n = count_fn(r)
-  for i = 0, n - 1 do
-    if at_fn(r, i, str1, len1, str2, len2) == 0 and len1[0] == #lname
-        and str_lower(ffi_string(str1[0], len1[0])) == lname then
-      return ffi_string(str2[0], len2[0])
-    end
+-- The first value of a header: target 0 the request, 1 the response.
+local function find_header(r, target, name)
+  if C.sl_ffi_header_get(r, target, name, #name, str1, len1) ~= 0 then
+    return nil
   end
-  return nil
+  return ffi_string(str1[0], len1[0])
 end
 
 -- sluice.request ----------------------------------------------------------------
@@ -234,8 +252,7 @@ function request.get_header(name)
     arg_error(1, "get_header", "string", name)
   end
   local r = check(REQ_PHASES, "sluice.request.get_header")
-  return find_header(C.sl_ffi_req_header_count, C.sl_ffi_req_header_at, r,
-    (str_gsub(name, "_", "-")))
+  return find_header(r, 0, name)
 end
 
 function request.get_headers(max_headers)
@@ -362,31 +379,34 @@ end
 
 local response = {}
 
+-- The name and value are checked in C (a token; no CR, LF or NUL), which
+-- keeps this path free of patterns the JIT cannot compile.
 local function header_op(target, op, fname, name, value)
   if type(name) ~= "string" or name == "" then
     arg_error(1, fname, "non-empty string", name)
   end
-  if op ~= 2 then
+  if op == 2 then
+    value = ""
+  elseif type(value) ~= "string" then
     local t = type(value)
     if t == "number" or t == "boolean" then
       value = tostring(value)
-    elseif t ~= "string" then
+    else
       arg_error(2, fname, "string", value)
     end
-    if str_find(value, "[\r\n%z]") then
-      error("bad argument #2 to '" .. fname .. "' (header values cannot hold CR, LF or NUL)",
-        3)
-    end
-  end
-  if str_find(name, "[^%w!#%$%%&'%*%+%-%.%^_`|~]") then
-    error("bad argument #1 to '" .. fname .. "' (invalid header name '" .. name .. "')", 3)
   end
   local r = cur.r
   if r == nil then
     error(fname .. " can only be called while handling a request", 3)
   end
-  value = value or ""
-  if C.sl_ffi_header_op(r, target, op, name, #name, value, #value, errp) ~= 0 then
+  local rc = C.sl_ffi_header_op(r, target, op, name, #name, value, #value, errp)
+  if rc ~= 0 then
+    if rc == 1 then
+      error("bad argument #1 to '" .. fname .. "' (invalid header name '" .. name .. "')", 3)
+    elseif rc == 2 then
+      error("bad argument #2 to '" .. fname .. "' (header values cannot hold CR, LF or NUL)",
+        3)
+    end
     error(fname .. ": " .. ffi_string(errp[0]) .. " (phase " .. PHASE_NAMES[cur.phase] .. ")",
       3)
   end
@@ -412,7 +432,7 @@ function response.get_header(name)
     arg_error(1, "get_header", "string", name)
   end
   local r = check(AFTER_HEAD, "sluice.response.get_header")
-  return find_header(C.sl_ffi_resp_header_count, C.sl_ffi_resp_header_at, r, name)
+  return find_header(r, 1, name)
 end
 
 function response.get_headers(max_headers)
@@ -472,7 +492,7 @@ function response.exit(status, body, headers)
     arg_error(3, "exit", "table", headers)
   end
   check(BEFORE_PROXY, "sluice.response.exit")
-  local ctx = contexts[cur.id]
+  local ctx = get_ctx()
   local out = {}
   for k, v in pairs(headers or {}) do
     if type(k) ~= "string" or str_find(k, "[^%w!#%$%%&'%*%+%-%.%^_`|~]") or k == "" then
@@ -633,19 +653,23 @@ service.response.get_headers = response.get_headers
 -- sluice.ctx.plugin: one per request and plugin.
 local ctx_ns = setmetatable({}, {
   __index = function(_, k)
-    local c = contexts[cur.id]
-    if cur.r == nil or not c then
+    if cur.r == nil then
       return nil
     end
     if k == "shared" then
+      local c = get_ctx()
+      c.shared = c.shared or {}
       return c.shared
     end
     if k == "plugin" then
-      local name = c.plugin or "?"
-      local t = c.plugins[name]
+      local c = get_ctx()
+      local plugins = c.plugins or {}
+      c.plugins = plugins
+      local name = state.plugin or "?"
+      local t = plugins[name]
       if not t then
         t = {}
-        c.plugins[name] = t
+        plugins[name] = t
       end
       return t
     end
@@ -666,8 +690,8 @@ local function write_log(level, ...)
   for i = 1, n do
     parts[i] = tostring((select(i, ...)))
   end
-  local c = cur.r ~= nil and contexts[cur.id]
-  local msg = (c and c.plugin and ("[" .. c.plugin .. "] ") or "") .. tbl_concat(parts)
+  local plugin = cur.r ~= nil and state.plugin
+  local msg = (plugin and ("[" .. plugin .. "] ") or "") .. tbl_concat(parts)
   C.sl_ffi_log(level, msg, #msg)
 end
 _M.write_log = write_log
@@ -786,18 +810,22 @@ local function dispatch(ctx, id)
 end
 
 local function wait_for(ctx, id)
-  local co = co_running()
-  if co == ctx.main then
+  local plugin, index = state.plugin, state.index
+  local t = ctx.thread_of[co_running()]
+  if not t then
+    -- the request's main coroutine
     while true do
       local got = co_yield()
       if got == id then
-        return
+        break
       end
       dispatch(ctx, got)
     end
+  else
+    ctx.waiters[id] = t
+    co_yield()
   end
-  ctx.waiters[id] = ctx.thread_of[co]
-  co_yield()
+  state.plugin, state.index = plugin, index
 end
 
 -- Called by the runner at the end of rewrite and access: the phase is over
@@ -820,7 +848,7 @@ end
 
 local function request_ctx(fname)
   check(BEFORE_PROXY, fname)
-  local ctx = contexts[cur.id]
+  local ctx = get_ctx()
   ctx.waiters = ctx.waiters or {}
   ctx.thread_of = ctx.thread_of or setmetatable({}, { __mode = "k" })
   return ctx
@@ -1003,7 +1031,7 @@ function thread.wait(...)
     end
   end
   local ctx = request_ctx("sluice.thread.wait")
-  if co_running() ~= ctx.main then
+  if ctx.thread_of[co_running()] then
     error("sluice.thread.wait is called from the plugin's code, not from a thread", 2)
   end
   while true do

@@ -3,7 +3,8 @@
 -- C calls run_phase(phase, route_index, request_number) in the request's
 -- coroutine; a plugin that waits for I/O yields and C resumes it. When a
 -- plugin answers the request (sluice.response.exit), run_phase returns
--- status, body, headers and the chain stops there.
+-- status, body, headers and the chain stops there. Running a chain makes no
+-- table: the request's context is made only when a plugin needs one.
 
 local pdk = require("sluice.pdk")
 
@@ -14,7 +15,6 @@ local xpcall = xpcall
 local tostring = tostring
 local tbl_sort = table.sort
 local traceback = debug.traceback
-local co_running = coroutine.running
 
 local REWRITE, ACCESS, HEADER_FILTER, LOG = 2, 3, 4, 5
 local PHASES = { [REWRITE] = "rewrite", [ACCESS] = "access", [HEADER_FILTER] = "header_filter",
@@ -23,6 +23,7 @@ local ERROR_BODY = '{"message":"An unexpected error occurred"}\n'
 local ERROR_HEADERS = { ["Content-Type"] = "application/json; charset=utf-8" }
 
 local contexts = pdk.contexts
+local state = pdk.state
 
 local _M = {}
 
@@ -164,6 +165,49 @@ function _M.init_worker()
   end
 end
 
+-- Runs chain[i..n] in order, calling each plugin directly (one xpcall per
+-- phase, not one per plugin); returns early when a plugin answered the
+-- request. A tail call, not a loop: most chains hold one or two plugins,
+-- and a loop that runs once per request is one LuaJIT cannot trace.
+local function run_chain(chain, i, n, phase, seq)
+  local e = chain[i]
+  state.plugin, state.index = e.name, i
+  e.fn(e.handler, e.conf)
+  if i < n then
+    if phase <= ACCESS then
+      local ctx = contexts[seq]
+      if ctx and ctx.exit_status then
+        return
+      end
+    end
+    return run_chain(chain, i + 1, n, phase, seq)
+  end
+end
+
+-- A plugin raised: log it (state.index is the one: a plugin that waited got
+-- it back). Before the response a failure answers 500; in log the rest of
+-- the chain still runs. Returns what run_phase returns.
+local function failed(chain, phase, seq, err)
+  while true do
+    log_error(chain[state.index].name, phase, err)
+    if phase ~= LOG then
+      state.plugin = nil
+      return 500, ERROR_BODY, ERROR_HEADERS
+    end
+    local n = #chain
+    if state.index >= n then
+      state.plugin = nil
+      return
+    end
+    local ok
+    ok, err = xpcall(run_chain, traceback, chain, state.index + 1, n, phase, seq)
+    if ok then
+      state.plugin = nil
+      return
+    end
+  end
+end
+
 function _M.run_phase(phase, route_index, seq)
   local chain
   if phase == REWRITE then
@@ -172,35 +216,26 @@ function _M.run_phase(phase, route_index, seq)
     local chains = route_chains[route_index]
     chain = chains and chains[phase]
   end
-  local ctx = contexts[seq]
-  if not ctx then
-    ctx = { shared = {}, plugins = {} }
-    contexts[seq] = ctx
-  end
-  ctx.main = co_running()
-  if not chain then
+  local n = chain and #chain or 0
+  if n == 0 then
     return
   end
-  for i = 1, #chain do
-    local e = chain[i]
-    ctx.plugin = e.name
-    local ok, err = xpcall(e.fn, traceback, e.handler, e.conf)
-    if not ok then
-      log_error(e.name, phase, err)
-      if phase ~= LOG then
-        return 500, ERROR_BODY, ERROR_HEADERS
-      end
-    elseif ctx.exit_status and phase <= ACCESS then
-      -- The request is answered: threads still waiting are abandoned.
-      ctx.threads, ctx.waiters = nil, nil
-      return ctx.exit_status, ctx.exit_body, ctx.exit_headers
-    end
+  local ok, err = xpcall(run_chain, traceback, chain, 1, n, phase, seq)
+  if not ok then
+    return failed(chain, phase, seq, err)
   end
-  ctx.plugin = nil
+  state.plugin = nil
   if phase <= ACCESS then
-    pdk.finish_threads(ctx)
-    if ctx.exit_status then
-      return ctx.exit_status, ctx.exit_body, ctx.exit_headers
+    local ctx = contexts[seq]
+    if ctx then
+      if not ctx.exit_status then
+        pdk.finish_threads(ctx)
+      end
+      if ctx.exit_status then
+        -- The request is answered: threads still waiting are abandoned.
+        ctx.threads, ctx.waiters = nil, nil
+        return ctx.exit_status, ctx.exit_body, ctx.exit_headers
+      end
     end
   end
 end

@@ -236,6 +236,18 @@ services:
         plugins:
           - name: spec-boom
             config: { phase: log }
+          - name: spec-logger
+      - name: boom-after-sleep
+        paths: ["/boom/after-sleep"]
+        plugins:
+          - name: spec-order-high
+          - name: post-function
+            config:
+              access:
+                - |
+                  sluice.sleep(0.3)
+                  sluice.log.notice("woke up after the sleep")
+                  error("failed after the sleep")
       - name: misuse-header-filter
         paths: ["/misuse/header-filter"]
         plugins:
@@ -849,13 +861,33 @@ describe("plugins:", function()
       assert.equals(200, (curl("/plain")))
     end)
 
-    it("in log: the response is already out; the error is logged", function()
-      local status, _, body = curl("/boom/log")
-      assert.equals(200, status)
-      assert.equals("/", echo_of(body).uri)
-      assert.is_truthy(wait_log(s, "plugin 'spec-boom' failed in log"))
-      assert.equals(200, (curl("/plain")))
-    end)
+    it("in log: the response is already out; the error is logged; later plugins run",
+      function()
+        local status, _, body = curl("/boom/log")
+        assert.equals(200, status)
+        assert.equals("/", echo_of(body).uri)
+        assert.is_truthy(wait_log(s, "plugin 'spec-boom' failed in log"))
+        -- spec-logger (PRIORITY 1) runs after spec-boom (20) in the same phase.
+        assert.is_truthy(wait_log(s, "spec-logger: GET /boom/log answered 200"))
+        assert.equals(200, (curl("/plain")))
+      end)
+
+    it("after waiting: the log names it, not a plugin other requests ran meanwhile",
+      function()
+        -- While post-function (second in its chain) sleeps, another request's
+        -- first plugin fails; the late failure must still name post-function,
+        -- and its log line must carry its own name.
+        local out = s.dir .. "/after-sleep.status"
+        helpers.run(fmt("curl -s -o /dev/null -w '%%{http_code}' --max-time 10 "
+          .. "http://127.0.0.1:%d/boom/after-sleep >%s & sleep 0.1; "
+          .. "curl -s -o /dev/null http://127.0.0.1:%d/boom/access; wait", s.port, out, s.port))
+        assert.equals("500", helpers.read_file(out))
+        assert.is_truthy(wait_log(s, "failed after the sleep"))
+        local log = error_log(s)
+        assert.matches("%[post%-function%] woke up after the sleep", log)
+        assert.matches("plugin 'post%-function' failed in access: [^\n]*failed after the sleep", log)
+        assert.is_nil(log:match("plugin 'spec%-order%-high' failed"))
+      end)
   end)
 
   describe("phase misuse", function()
