@@ -298,6 +298,15 @@ static void compile_server(loader_t *ld, int t)
     }
     lua_pop(ld->L, 1);
 
+    s->dns_resolver = get_str_list(ld, t, "dns_resolver", &s->ndns_resolver);
+    s->dns_hostsfile = get_str(ld, t, "dns_hostsfile", NULL);
+    if (s->dns_hostsfile != NULL)
+        s->dns_hostsfile = absolute_path(ld, s->dns_hostsfile);
+    s->dns_valid_ttl = (int)get_num(ld, t, "dns_valid_ttl", 0);
+    s->dns_stale_ttl = (int)get_num(ld, t, "dns_stale_ttl", 4000);
+    s->dns_not_found_ttl = (int)get_num(ld, t, "dns_not_found_ttl", 30000);
+    s->dns_error_ttl = (int)get_num(ld, t, "dns_error_ttl", 1000);
+
     push_list(ld, t, "shared_dicts", &n, &l);
     s->shared_dicts = alloc(ld, n * sizeof(*s->shared_dicts));
     for (size_t i = 1; i <= n; i++) {

@@ -135,6 +135,17 @@ typedef struct {
     sl_cidr_t *trusted_ips;
     size_t ntrusted_ips;
 
+    /* DNS (resolver.c): servers as "IP", "IP:PORT" or "[IPv6]:PORT" (none:
+     * /etc/resolv.conf's), the hosts file, and how long answers are kept
+     * (ms; dns_valid_ttl 0 = each record's own TTL). */
+    char **dns_resolver;
+    size_t ndns_resolver;
+    char *dns_hostsfile;
+    int dns_valid_ttl;
+    int dns_stale_ttl;
+    int dns_not_found_ttl;
+    int dns_error_ttl;
+
     /* Shared dicts the master creates before forking. */
     struct {
         char *name;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,13 +11,14 @@
 #include "http_parser.h"
 #include "log.h"
 #include "proxy.h"
+#include "resolver.h"
 #include "sl_ffi.h"
 #include "sl_lua.h"
 
 #define MAX_RESPONSE_HEADERS 100
 #define FIRST_READ           16384
 
-enum { HC_CONNECTING, HC_SENDING, HC_READING, HC_DONE };
+enum { HC_RESOLVING, HC_CONNECTING, HC_SENDING, HC_READING, HC_DONE };
 
 /* Idle keep-alive connections of sluice.http, per worker: reused by the next
  * call to the same address, dropped when the server closes them (watched for
@@ -127,11 +129,19 @@ typedef struct {
     size_t resp_end; /* where the response ends in `in` */
     int reused;      /* the connection came from the pool */
     int keepalive;   /* the finished exchange leaves it reusable */
+    int port;
+    sl_resolve_t *resolve; /* the host name's lookup, while HC_RESOLVING */
+    char host[256];        /* the name looked up, for the error message */
+    char errbuf[320];
 } hclient_t;
 
 static void hc_close_fd(hclient_t *hc)
 {
     struct ev_loop *loop = ev_default_loop(0);
+    if (hc->resolve != NULL) {
+        sl_resolve_cancel(hc->resolve);
+        hc->resolve = NULL;
+    }
     ev_io_stop(loop, &hc->io);
     ev_timer_stop(loop, &hc->timer);
     if (hc->fd >= 0) {
@@ -380,40 +390,56 @@ static void hc_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     hc_finish(hc, SL_ERROR, "timeout");
 }
 
-SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *ip, size_t iplen, int port,
+/* The address is known: take a pooled connection to it or open one, and
+ * watch it. SL_ERROR when the connect fails at once. */
+static int hc_go(hclient_t *hc)
+{
+    if (hc->addr.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&hc->addr)->sin6_port = htons((uint16_t)hc->port);
+    else
+        ((struct sockaddr_in *)&hc->addr)->sin_port = htons((uint16_t)hc->port);
+    hc->fd = idle_take(&hc->addr, hc->addrlen);
+    if (hc->fd >= 0) {
+        hc->reused = 1;
+        hc->state = HC_SENDING;
+    } else if (hc_connect(hc) != SL_OK) {
+        return SL_ERROR;
+    }
+    ev_io_init(&hc->io, hc_io_cb, hc->fd, EV_WRITE);
+    ev_io_start(ev_default_loop(0), &hc->io);
+    return SL_OK;
+}
+
+static void hc_resolved(void *data, int status, const struct sockaddr_storage *addr,
+                        socklen_t addrlen, const char *err)
+{
+    hclient_t *hc = data;
+    hc->resolve = NULL;
+    if (status != SL_OK) {
+        snprintf(hc->errbuf, sizeof(hc->errbuf), "could not resolve '%s': %s", hc->host, err);
+        hc_finish(hc, SL_ERROR, hc->errbuf);
+        return;
+    }
+    hc->addr = *addr;
+    hc->addrlen = addrlen;
+    if (hc_go(hc) != SL_OK)
+        hc_finish(hc, SL_ERROR, "connection refused");
+}
+
+SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *host, size_t hostlen, int port,
                                 const char *bytes, size_t len, int method_head, double timeout,
                                 size_t max_size, const char **err)
 {
-    char addr_text[INET6_ADDRSTRLEN];
-    struct sockaddr_storage ss;
-    socklen_t sslen;
+    char text[INET6_ADDRSTRLEN];
 
     if (r->phase != SL_PHASE_REWRITE && r->phase != SL_PHASE_ACCESS) {
         *err = "not allowed in this phase";
         return SL_ERROR;
     }
-    if (iplen == 0 || iplen >= sizeof(addr_text)) {
+    if (hostlen == 0) {
         *err = "invalid address";
         return SL_ERROR;
     }
-    memcpy(addr_text, ip, iplen);
-    addr_text[iplen] = '\0';
-    memset(&ss, 0, sizeof(ss));
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, addr_text, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)port);
-        sslen = sizeof(*in4);
-    } else if (inet_pton(AF_INET6, addr_text, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        sslen = sizeof(*in6);
-    } else {
-        *err = "not an IP address";
-        return SL_ERROR;
-    }
-
     hclient_t *hc = calloc(1, sizeof(*hc));
     if (hc == NULL || (hc->out = malloc(len)) == NULL ||
         (hc->in = malloc(SL_MIN((size_t)FIRST_READ, max_size))) == NULL) {
@@ -429,25 +455,53 @@ SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *ip, size_t 
     hc->in_cap = SL_MIN((size_t)FIRST_READ, max_size);
     hc->max_size = max_size;
     hc->method_id = method_head ? SL_HTTP_HEAD : SL_HTTP_GET;
-    hc->addr = ss;
-    hc->addrlen = sslen;
-    hc->fd = idle_take(&ss, sslen);
-    if (hc->fd >= 0) {
-        hc->reused = 1;
-        hc->state = HC_SENDING;
-    } else if (hc_connect(hc) != SL_OK) {
+    hc->port = port;
+    hc->fd = -1;
+
+    /* An IP literal is used as it is; a name goes to the resolver. */
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&hc->addr;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&hc->addr;
+    int literal = 0;
+    if (hostlen < sizeof(text)) {
+        memcpy(text, host, hostlen);
+        text[hostlen] = '\0';
+        if (inet_pton(AF_INET, text, &in4->sin_addr) == 1) {
+            in4->sin_family = AF_INET;
+            hc->addrlen = sizeof(*in4);
+            literal = 1;
+        } else if (inet_pton(AF_INET6, text, &in6->sin6_addr) == 1) {
+            in6->sin6_family = AF_INET6;
+            hc->addrlen = sizeof(*in6);
+            literal = 1;
+        }
+    }
+    int rc = SL_OK;
+    if (!literal && hostlen < sizeof(hc->host)) {
+        memcpy(hc->host, host, hostlen);
+        hc->host[hostlen] = '\0';
+    }
+    if (!literal)
+        rc = sl_resolve(host, hostlen, &hc->addr, &hc->addrlen, hc_resolved, hc, &hc->resolve, err);
+    if (rc == SL_AGAIN) {
+        hc->state = HC_RESOLVING;
+    } else if (rc != SL_OK || hc_go(hc) != SL_OK) {
+        if (rc == SL_OK)
+            *err = "connection refused";
+        else if (!literal && hostlen < sizeof(hc->host)) {
+            /* A failure the DNS cache remembered: say which name. The text
+             * must outlive hc: it goes to a static buffer, read at once. */
+            static char msg[320];
+            snprintf(msg, sizeof(msg), "could not resolve '%s': %s", hc->host, *err);
+            *err = msg;
+        }
         free(hc->out);
         free(hc->in);
         free(hc);
-        *err = "connection refused";
         return SL_ERROR;
     }
     sl_lua_wait_add(r, &hc->wait, id, hc_cancel);
-    struct ev_loop *loop = ev_default_loop(0);
-    ev_io_init(&hc->io, hc_io_cb, hc->fd, EV_WRITE);
-    ev_io_start(loop, &hc->io);
     ev_timer_init(&hc->timer, hc_timer_cb, timeout > 0 ? timeout : 60., 0.);
-    ev_timer_start(loop, &hc->timer);
+    ev_timer_start(ev_default_loop(0), &hc->timer);
     return SL_OK;
 }
 

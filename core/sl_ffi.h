@@ -119,10 +119,11 @@ SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const ch
 /* Cancels a repeating timer. */
 SL_EXPORT int sl_ffi_timer_cancel(int id);
 
-/* sluice.http: starts call `id` of the request: connects to ip:port, sends
- * the request bytes Lua built, reads the whole response (at most max_size
- * bytes) within timeout seconds, then wakes the request with id. */
-SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *ip, size_t iplen, int port,
+/* sluice.http: starts call `id` of the request: resolves host (an IP
+ * literal, or a name through the worker's DNS cache), connects to its port,
+ * sends the request bytes Lua built, reads the whole response (at most
+ * max_size bytes) within timeout seconds, then wakes the request with id. */
+SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *host, size_t hostlen, int port,
                                 const char *bytes, size_t len, int method_head, double timeout,
                                 size_t max_size, const char **err);
 

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "resolver.h"
 #include "sl_lua.h"
 
 /* Connections accepted per readiness event: bounded so one busy listener
@@ -157,6 +158,12 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
     if (sl_access_log_open(&w->access_log, &cf->server) != SL_OK)
         goto done;
 
+    const char *err;
+    if (sl_resolver_init(w->loop, &cf->server, &err) != SL_OK) {
+        sl_log(SL_LOG_ERR, "cannot start the DNS resolver: %s", err);
+        goto done;
+    }
+
     if (cf->L != NULL && sl_lua_worker_init(cf->L, id, cf->server.workers) != SL_OK)
         goto done;
 
@@ -208,6 +215,7 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
     rc = 0;
 done:
     stop_listening(w);
+    sl_resolver_close();
     sl_upstreams_destroy(w->ups, w->nups);
     free(w->listeners);
     sl_access_log_close(&w->access_log);

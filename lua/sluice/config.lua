@@ -500,6 +500,23 @@ local function server_duration(default, min, description)
            description = description }
 end
 
+-- A DNS server: "IP", "IP:PORT" or "[IPv6]:PORT".
+local function check_dns_server(s)
+  local host, port = str_match(s, "^%[(.+)%]:(%d+)$")
+  if not host then
+    host, port = str_match(s, "^([%d.]+):(%d+)$")
+  end
+  host = host or s
+  if not is_ipv4(host) and not is_ipv6(host) then
+    return nil, "expected an IP address with an optional port (\"127.0.0.53\", "
+      .. "\"10.0.0.2:5353\", \"[::1]:53\"), got '" .. s .. "'"
+  end
+  if port and (tonumber(port) < 1 or tonumber(port) > 65535) then
+    return nil, "port out of range in '" .. s .. "'"
+  end
+  return true
+end
+
 local function server_size(default, min, description)
   return { type = "size", default = default, between = { min, INT32_MAX },
            description = description }
@@ -564,6 +581,20 @@ local server_schema = {
                         return c ~= nil or nil, err
                       end },
                       description = "Addresses or CIDR blocks whose X-Forwarded-* are trusted." } },
+    { dns_resolver = { type = "array", default = {},
+                       elements = { type = "string", custom = check_dns_server },
+                       description = "DNS servers (\"IP\", \"IP:PORT\", \"[IPv6]:PORT\"); "
+                         .. "empty: those of /etc/resolv.conf." } },
+    { dns_hostsfile = { type = "string", default = "/etc/hosts", len_min = 1,
+                        description = "Hosts file read before asking DNS." } },
+    { dns_valid_ttl = server_duration("0s", 0,
+        "Overrides every record's TTL; 0 keeps each record's own.") },
+    { dns_stale_ttl = server_duration("4s", 0,
+        "How long an expired answer is still used while it is refreshed.") },
+    { dns_not_found_ttl = server_duration("30s", 0,
+        "How long a name that does not exist is remembered.") },
+    { dns_error_ttl = server_duration("1s", 0,
+        "How long a failed lookup (server error, timeout) is remembered.") },
   },
 }
 

@@ -111,12 +111,13 @@ int sl_ffi_timer_start(double delay, double interval, int id, const char **err);
 /* Cancels a repeating timer. */
 int sl_ffi_timer_cancel(int id);
 
-/* sluice.http: starts call `id` of the request: connects to ip:port, sends
- * the request bytes Lua built, reads the whole response (at most max_size
- * bytes) within timeout seconds, then wakes the request with id. */
-int sl_ffi_http_start(sl_request_t *r, int id, const char *ip, size_t iplen, int port,
-                                const char *bytes, size_t len, int method_head, double timeout,
-                                size_t max_size, const char **err);
+/* sluice.http: starts call `id` of the request: resolves host (an IP
+ * literal, or a name through the worker's DNS cache), connects to its port,
+ * sends the request bytes Lua built, reads the whole response (at most
+ * max_size bytes) within timeout seconds, then wakes the request with id. */
+int sl_ffi_http_start(sl_request_t *r, int id, const char *host, size_t hostlen,
+                                int port, const char *bytes, size_t len, int method_head,
+                                double timeout, size_t max_size, const char **err);
 
 /* The outcome of a finished call: status, header count and body, or
  * SL_ERROR with what went wrong. Valid until sl_ffi_http_free. */

@@ -924,13 +924,6 @@ function http.request(opts)
   if not host then
     return nil, port
   end
-  local ip = host
-  if str_lower(host) == "localhost" then
-    ip = "127.0.0.1"
-  elseif not host:find("^[%d.]+$") and not host:find(":", 1, true) then
-    return nil, "cannot resolve '" .. host .. "': sluice.http takes IP addresses until the "
-      .. "DNS resolver lands"
-  end
   local method = opts.method or "GET"
   if type(method) ~= "string" or not method:find("^%u+$") then
     error("bad argument #1 to 'request' (method: upper-case token expected)", 2)
@@ -964,7 +957,7 @@ function http.request(opts)
   local raw = tbl_concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
   local id = next_wait_id()
   local r = cur.r
-  if C.sl_ffi_http_start(r, id, ip, #ip, port, raw, #raw, method == "HEAD" and 1 or 0,
+  if C.sl_ffi_http_start(r, id, host, #host, port, raw, #raw, method == "HEAD" and 1 or 0,
       tonumber(opts.timeout) or 5, tonumber(opts.max_size) or DEFAULT_MAX_SIZE, errp) ~= 0 then
     return nil, ffi_string(errp[0])
   end

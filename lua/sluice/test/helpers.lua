@@ -78,12 +78,12 @@ function _M.free_port()
   return tonumber(port)
 end
 
-function _M.wait_port(port, seconds)
+function _M.wait_port(port, seconds, address)
   local deadline = socket.gettime() + (seconds or 10)
   while socket.gettime() < deadline do
     local c = socket.tcp()
     c:settimeout(0.2)
-    if c:connect("127.0.0.1", port) then
+    if c:connect(address or "127.0.0.1", port) then
       c:close()
       return true
     end
@@ -143,7 +143,7 @@ http {
   lua_package_path "/usr/share/lua/5.1/?.lua;;";
   %s
   server {
-    listen 127.0.0.1:%d;
+    listen %s:%d;
     %s
     location / {
       content_by_lua_block {
@@ -160,19 +160,52 @@ http {
         ngx.say(cjson.encode({ method = ngx.req.get_method(), uri = ngx.var.request_uri,
           headers = ngx.req.get_headers(100, true), body = body,
           http_version = ngx.req.http_version(), connection = tonumber(ngx.var.connection),
-          port = tonumber(ngx.var.server_port) }))
+          port = tonumber(ngx.var.server_port), addr = ngx.var.server_addr }))
       }
     }
   }
 }
 ]], NGINX_MODULES, NGINX_MODULES, dir, dir, dir, dir, opts.keepalive_timeout or "75s",
-    opts.http or "", port, opts.locations or "")
+    opts.http or "", opts.address or "127.0.0.1", port, opts.locations or "")
   _M.write_file(dir .. "/nginx.conf", conf)
   local pid = spawn(fmt("exec nginx -p %s -c %s/nginx.conf", dir, dir), dir .. "/stdout.log")
-  assert(_M.wait_port(port), "nginx did not start: " .. (_M.read_file(dir .. "/error.log") or ""))
+  assert(_M.wait_port(port, nil, opts.address),
+    "nginx did not start: " .. (_M.read_file(dir .. "/error.log") or ""))
   local u = { pid = pid, port = port, dir = dir, name = "nginx" }
   running[#running + 1] = u
   return u
+end
+
+-- Starts a DNS server on 127.0.0.1 (lua/sluice/test/dns_server.lua) that
+-- answers from `records`: a list of lines as that file describes
+-- ("svc.test A 127.0.0.1 30"). Returns { port =, dir =, set = fn(records)
+-- to change the answers, queries = fn(name, type) -> how many it was asked }.
+function _M.start_dns(records)
+  local dir = _M.tmpdir()
+  local port = _M.free_port()
+  local script = package.searchpath("sluice.test.dns_server", package.path)
+  assert(script, "sluice/test/dns_server.lua not found on package.path")
+  local d = { port = port, dir = dir, name = "dns", zone = dir .. "/zone",
+              log = dir .. "/queries.log" }
+  function d.set(recs)
+    _M.write_file(d.zone, concat(recs, "\n") .. "\n")
+  end
+  function d.queries(qname, qtype)
+    local n = 0
+    for line in (_M.read_file(d.log) or ""):gmatch("[^\n]+") do
+      if line == qname .. " " .. (qtype or "A") then
+        n = n + 1
+      end
+    end
+    return n
+  end
+  d.set(records or {})
+  d.pid = spawn(fmt("exec lua5.1 %s %d %s %s", script, port, d.zone, d.log), dir .. "/stdout.log")
+  running[#running + 1] = d
+  assert(_M.wait_for(function()
+    return _M.read_file(d.log) ~= nil
+  end, 5), "the DNS server did not start: " .. (_M.read_file(dir .. "/stdout.log") or ""))
+  return d
 end
 
 -- Renders a Lua value as a YAML flow value (strings double-quoted).
