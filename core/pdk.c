@@ -1,7 +1,9 @@
 /* pdk.c: the sl_ffi_* functions the Lua PDK calls for the current request. */
 #include <arpa/inet.h>
 #include <ev.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "proxy.h"
@@ -240,6 +242,12 @@ SL_EXPORT int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, 
         r->up_path = v;
     else
         r->up_query = v;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_req_set_phases(sl_request_t *r, unsigned mask)
+{
+    r->lua_phases = mask;
     return SL_OK;
 }
 

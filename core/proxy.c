@@ -79,6 +79,13 @@ static double now_seconds(void)
 
 /* --- request objects ---------------------------------------------------- */
 
+/* Does the request run Lua in phase: its route's plugins, or those an
+ * authenticated consumer brought (req->lua_phases)? */
+static inline int runs_phase(const sl_request_t *req, int phase)
+{
+    return ((req->route->plugins | req->lua_phases) & (1u << phase)) != 0;
+}
+
 static sl_request_t *request_get(sl_worker_t *w)
 {
     sl_request_t *req = w->free_reqs;
@@ -361,7 +368,7 @@ static int respond_exit(sl_request_t *req)
     size_t blen = 0;
     int status = sl_lua_exit(req, &body, &blen);
     req->status = status;
-    if (req->route != NULL && (req->route->plugins & (1u << SL_PHASE_HEADER_FILTER))) {
+    if (req->route != NULL && runs_phase(req, SL_PHASE_HEADER_FILTER)) {
         /* The route's header_filter plugins see this response too, as in
          * Kong; the body and headers are kept aside while they run. */
         char *copy = NULL;
@@ -860,7 +867,7 @@ static int route_request(sl_request_t *req)
     req->service = req->route->service;
     req->ups = &w->ups[req->service->upstream->index];
 
-    if (req->route->plugins & (1u << SL_PHASE_ACCESS)) {
+    if (runs_phase(req, SL_PHASE_ACCESS)) {
         int rc = lua_result(req, sl_lua_phase(req, SL_PHASE_ACCESS));
         if (rc != SL_OK)
             return rc == SL_AGAIN ? SL_OK : rc;
@@ -1348,7 +1355,7 @@ static int upstream_read(sl_request_t *req)
             req->status = req->r.status;
             req->resp_left = req->r.content_length;
             req->upstream_ok = (req->r.flags & SL_HTTP_F_KEEPALIVE) != 0;
-            if (req->route->plugins & (1u << SL_PHASE_HEADER_FILTER)) {
+            if (runs_phase(req, SL_PHASE_HEADER_FILTER)) {
                 /* header_filter cannot wait for I/O: the response is on its way. */
                 int rc = sl_lua_phase(req, SL_PHASE_HEADER_FILTER);
                 if (rc == SL_AGAIN || rc == SL_DONE) {
@@ -1542,7 +1549,7 @@ static int request_finish(sl_request_t *req)
     sl_worker_t *w = c->w;
 
     access_log(req);
-    if (req->route != NULL && (req->route->plugins & (1u << SL_PHASE_LOG))) {
+    if (req->route != NULL && runs_phase(req, SL_PHASE_LOG)) {
         /* log runs after the response went out; it cannot wait for I/O. */
         if (sl_lua_phase(req, SL_PHASE_LOG) == SL_AGAIN)
             SL_LOG(SL_LOG_ERR, "a plugin tried to yield in the log phase");

@@ -88,9 +88,9 @@ struct sl_request_s {
     int client_status; /* set by a plugin in header_filter; 0: the upstream's */
     const char *lbody; /* the body of a response sluice makes, when not in out */
     size_t lbody_len;
+    unsigned lua_phases; /* phases run beyond the route's (an authenticated consumer's) */
     /* Everything above is zeroed for each request; nothing below is. */
     sl_header_op_t ops[SL_MAX_HEADER_OPS];
-
     char *path; /* the normalized path (path_buf) */
     size_t path_len;
     sl_http_header_t *headers;      /* max_headers entries for the request */

@@ -98,6 +98,11 @@ SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *
 SL_EXPORT int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, size_t len,
                                   const char **err);
 
+/* Also runs the Lua phases in mask (bit 1 << SL_PHASE_*) for this request,
+ * on top of its route's: the runner asks for them when an authenticated
+ * consumer brings plugins of its own. Replaces an earlier mask. */
+SL_EXPORT int sl_ffi_req_set_phases(sl_request_t *r, unsigned mask);
+
 /* Sets the status of the response sent to the client (header_filter). */
 SL_EXPORT int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **err);
 

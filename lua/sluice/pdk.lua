@@ -7,6 +7,7 @@
 local ffi = require("ffi")
 local base = require("sluice.ffi")
 local cjson = require("cjson.safe")
+local consumers = require("sluice.consumers")
 
 local bit = require("bit")
 local band = bit.band
@@ -58,7 +59,7 @@ local contexts = {}
 _M.contexts = contexts
 
 -- What runs now: plugin = the running plugin's name (nil between plugins),
--- index = its place in the chain. The runner sets both before each call; a
+-- index = its place in the chain, route = the runner's route (its chains). The runner sets both before each call; a
 -- plugin that waits saves them and puts them back when it is resumed.
 local state = { plugin = nil, index = 0 }
 _M.state = state
@@ -375,6 +376,68 @@ function client.get_forwarded_port()
   return client.get_port()
 end
 
+-- Consumers: kong.client.authenticate and friends. The consumer and the
+-- credential live in the request's context; the runner (which requires this
+-- module) sets _M.on_authenticate to re-resolve the plugins that run after.
+
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+local AUTH_PHASES = BEFORE_PROXY
+
+-- Sets who the request is from, for the plugins that run after this one and
+-- for the log. Returns true.
+function client.authenticate(consumer, credential)
+  if consumer ~= nil and type(consumer) ~= "table" then
+    arg_error(1, "authenticate", "table or nil", consumer)
+  end
+  if credential ~= nil and type(credential) ~= "table" then
+    arg_error(2, "authenticate", "table or nil", credential)
+  end
+  if consumer == nil and credential == nil then
+    error("bad argument #1 to 'authenticate' (a consumer or a credential expected, got neither)",
+      2)
+  end
+  check(AUTH_PHASES, "sluice.client.authenticate")
+  local ctx = get_ctx()
+  ctx.consumer, ctx.credential = consumer, credential
+  local hook = _M.on_authenticate
+  if hook then
+    hook(ctx, cur.phase)
+  end
+  return true
+end
+
+function client.get_consumer()
+  check(REQ_PHASES, "sluice.client.get_consumer")
+  local ctx = contexts[cur.id]
+  return ctx and ctx.consumer
+end
+
+function client.get_credential()
+  check(REQ_PHASES, "sluice.client.get_credential")
+  local ctx = contexts[cur.id]
+  return ctx and ctx.credential
+end
+
+-- The consumer of the loaded config with this id (or, when
+-- search_by_username, this username), as a fresh table; nil when there is
+-- none.
+function client.load_consumer(consumer_id, search_by_username)
+  if type(consumer_id) ~= "string" then
+    arg_error(1, "load_consumer", "string", consumer_id)
+  end
+  local is_id = str_find(consumer_id, UUID) ~= nil
+  if not is_id and not search_by_username then
+    error("bad argument #1 to 'load_consumer' (consumer ids are UUIDs; pass true as argument "
+      .. "#2 to look up a username)", 2)
+  end
+  check(REQ_PHASES, "sluice.client.load_consumer")
+  local c = is_id and consumers.by_id(consumer_id)
+  if not c and search_by_username then
+    c = consumers.by_username(consumer_id)
+  end
+  return c and consumers.entity(c) or nil
+end
+
 -- sluice.response ----------------------------------------------------------------
 
 local response = {}
@@ -679,6 +742,20 @@ local ctx_ns = setmetatable({}, {
 
 -- sluice.log ---------------------------------------------------------------------
 
+-- A copy of a plain table (tables shared within it are copied once).
+local function deep_copy(t, seen)
+  seen = seen or {}
+  if seen[t] then
+    return seen[t]
+  end
+  local out = {}
+  seen[t] = out
+  for k, v in pairs(t) do
+    out[k] = type(v) == "table" and deep_copy(v, seen) or v
+  end
+  return out
+end
+
 local LEVELS = { err = 0, warn = 1, notice = 2, info = 3, debug = 4 }
 
 local log = {}
@@ -721,6 +798,18 @@ function log.serialize()
   }
   if cur.phase >= HEADER_FILTER then
     out.response = { status = C.sl_ffi_resp_status(r) }
+  end
+  -- Who the request is from, as Kong's log serializer says it.
+  local ctx = contexts[cur.id]
+  local consumer, credential = ctx and ctx.consumer, ctx and ctx.credential
+  if consumer then
+    out.consumer = deep_copy(consumer)
+  end
+  if credential then
+    local of = type(credential.consumer) == "table" and credential.consumer.id
+    out.authenticated_entity = { id = credential.id,
+                                 consumer_id = credential.consumer_id or of
+                                   or (consumer and consumer.id) }
   end
   return out
 end
@@ -810,7 +899,7 @@ local function dispatch(ctx, id)
 end
 
 local function wait_for(ctx, id)
-  local plugin, index = state.plugin, state.index
+  local plugin, index, route = state.plugin, state.index, state.route
   local t = ctx.thread_of[co_running()]
   if not t then
     -- the request's main coroutine
@@ -825,7 +914,7 @@ local function wait_for(ctx, id)
     ctx.waiters[id] = t
     co_yield()
   end
-  state.plugin, state.index = plugin, index
+  state.plugin, state.index, state.route = plugin, index, route
 end
 
 -- Called by the runner at the end of rewrite and access: the phase is over
