@@ -29,6 +29,7 @@ local tbl_concat = table.concat
 local co_yield = coroutine.yield
 local unpack = unpack
 local setmetatable = setmetatable
+local math_floor = math.floor
 
 local C = ffi.C
 local cur = C.sl_ffi_current
@@ -49,6 +50,7 @@ local RESPONSE_EDIT = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, HEADER_
 local AFTER_HEAD = lshift(1, HEADER_FILTER) + lshift(1, LOG)
 
 local JSON_TYPE = "application/json; charset=utf-8"
+local MAX_TIMEOUT = 2147483646
 
 local _M = {}
 
@@ -615,6 +617,85 @@ local function upstream_set(what, fname, value)
   local r = check(BEFORE_PROXY, "sluice.service.request." .. fname)
   if C.sl_ffi_upstream_set(r, what, value, #value, errp) ~= 0 then
     error(fname .. ": " .. ffi_string(errp[0]), 2)
+  end
+  return true
+end
+
+-- Named upstreams of the loaded config: lower-case name -> 0-based index in
+-- the config's order (C's too). Set by the runner.
+local upstream_index = {}
+
+function _M.set_upstreams(list)
+  upstream_index = {}
+  for i, u in ipairs(list or {}) do
+    upstream_index[str_lower(u.name)] = i - 1
+  end
+end
+
+-- A whole number from min to max, else a bad argument error naming it.
+local function check_int(n, fname, v, min, max)
+  if type(v) ~= "number" or v ~= math_floor(v) or v < min or v > max then
+    error("bad argument #" .. n .. " to '" .. fname .. "' (integer from " .. min .. " to "
+      .. max .. " expected, got " .. (type(v) == "number" and tostring(v) or type(v)) .. ")", 3)
+  end
+end
+
+-- Sends this request to a configured upstream instead of the service's
+-- (access). Returns true, or nil, err when there is no such upstream.
+function service.set_upstream(host)
+  if type(host) ~= "string" then
+    arg_error(1, "set_upstream", "string", host)
+  end
+  local r = check(lshift(1, ACCESS), "sluice.service.set_upstream")
+  local i = upstream_index[str_lower(host)]
+  if not i then
+    return nil, "could not find an upstream named '" .. host .. "'"
+  end
+  if C.sl_ffi_service_set_upstream(r, i, errp) ~= 0 then
+    return nil, ffi_string(errp[0])
+  end
+  return true
+end
+
+-- Sends this request to host:port, bypassing the balancer (rewrite,
+-- access). host is an IP address or "localhost" until the DNS resolver
+-- lands; anything else returns nil, err.
+function service.set_target(host, port)
+  if type(host) ~= "string" or host == "" then
+    arg_error(1, "set_target", "non-empty string", host)
+  end
+  check_int(2, "set_target", port, 1, 65535)
+  local r = check(BEFORE_PROXY, "sluice.service.set_target")
+  local rc = C.sl_ffi_service_set_target(r, host, #host, port, errp)
+  if rc == base.DECLINED then
+    return nil, "cannot resolve '" .. host .. "': set_target takes IP addresses and localhost "
+      .. "until the DNS resolver lands"
+  elseif rc ~= 0 then
+    return nil, ffi_string(errp[0])
+  end
+  return true
+end
+
+-- Replaces the service's timeouts for this request, in milliseconds, in
+-- Kong's order (rewrite, access).
+function service.set_timeouts(connect_timeout, write_timeout, read_timeout)
+  check_int(1, "set_timeouts", connect_timeout, 1, MAX_TIMEOUT)
+  check_int(2, "set_timeouts", write_timeout, 1, MAX_TIMEOUT)
+  check_int(3, "set_timeouts", read_timeout, 1, MAX_TIMEOUT)
+  local r = check(BEFORE_PROXY, "sluice.service.set_timeouts")
+  if C.sl_ffi_service_set_timeouts(r, connect_timeout, write_timeout, read_timeout, errp)
+      ~= 0 then
+    return nil, ffi_string(errp[0])
+  end
+  return true
+end
+
+-- Replaces the service's retries for this request (rewrite, access).
+function service.set_retries(retries)
+  check_int(1, "set_retries", retries, 0, 32767)
+  local r = check(BEFORE_PROXY, "sluice.service.set_retries")
+  if C.sl_ffi_service_set_retries(r, retries, errp) ~= 0 then
+    return nil, ffi_string(errp[0])
   end
   return true
 end

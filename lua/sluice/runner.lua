@@ -220,6 +220,7 @@ function _M.init(cfg)
   local plugins = require("sluice.plugins")
   routes, rewrite_chain, in_use, consumer_scoped = {}, {}, {}, {}
   consumers.init(cfg.consumers)
+  pdk.set_upstreams(cfg.upstreams)
   local instances = {}
   for i, c in ipairs(cfg.plugins or {}) do
     local p = assert(plugins.load(c.name))
