@@ -61,8 +61,9 @@ local contexts = {}
 _M.contexts = contexts
 
 -- What runs now: plugin = the running plugin's name (nil between plugins),
--- index = its place in the chain, route = the runner's route (its chains). The runner sets both before each call; a
--- plugin that waits saves them and puts them back when it is resumed.
+-- index = its place in the chain, route = the runner's entry for the route
+-- (its chains). The runner sets them before each call; a plugin that waits
+-- saves them and puts them back when it is resumed.
 local state = { plugin = nil, index = 0 }
 _M.state = state
 
