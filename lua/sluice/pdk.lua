@@ -659,8 +659,8 @@ function service.set_upstream(host)
 end
 
 -- Sends this request to host:port, bypassing the balancer (rewrite,
--- access). host is an IP address or "localhost" until the DNS resolver
--- lands; anything else returns nil, err.
+-- access). host is an IP address or "localhost": the proxy's connect path
+-- does not wait on the resolver yet, so anything else returns nil, err.
 function service.set_target(host, port)
   if type(host) ~= "string" or host == "" then
     arg_error(1, "set_target", "non-empty string", host)
@@ -670,7 +670,7 @@ function service.set_target(host, port)
   local rc = C.sl_ffi_service_set_target(r, host, #host, port, errp)
   if rc == base.DECLINED then
     return nil, "cannot resolve '" .. host .. "': set_target takes IP addresses and localhost "
-      .. "until the DNS resolver lands"
+      .. "(host names are not supported yet)"
   elseif rc ~= 0 then
     return nil, ffi_string(errp[0])
   end

@@ -156,11 +156,11 @@ describe("sluice.service:", function()
     assert.equals("localhost:" .. up2.port, echo(named).h.host)
   end)
 
-  it("set_target returns nil, err for a host name until the resolver lands", function()
+  it("set_target returns nil, err for a host name (not supported yet)", function()
     local status, _, body = get("/to-target", { ["X-Host"] = "example.com", ["X-Port"] = 80 })
     assert.equals(500, status)
     assert.same({ err = "cannot resolve 'example.com': set_target takes IP addresses and "
-      .. "localhost until the DNS resolver lands" }, helpers.json(body))
+      .. "localhost (host names are not supported yet)" }, helpers.json(body))
   end)
 
   it("set_timeouts answers 504 at the new read timeout", function()
