@@ -966,7 +966,37 @@ static void summary_upstreams(const sl_config_t *cf, FILE *out)
     print_more(out, cf->nupstreams);
 }
 
-/* Every route's plugin chain, in running order, as the runner built it. */
+/* The chains of the consumers whose own instances change route i's, one
+ * line each, with the runner module on top of L. */
+static void summary_consumer_chains(lua_State *L, size_t i, FILE *out)
+{
+    lua_getfield(L, -1, "describe_consumers");
+    lua_pushinteger(L, (lua_Integer)i + 1);
+    if (sl_lua_pcall(L, 1, 1) != SL_OK || !lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    size_t n = lua_objlen(L, -1);
+    for (size_t k = 1; k <= n; k++) {
+        lua_rawgeti(L, -1, (int)k);
+        lua_getfield(L, -1, "consumer");
+        fprintf(out, "    consumer %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        lua_getfield(L, -1, "chain");
+        size_t m = lua_objlen(L, -1);
+        for (size_t j = 1; j <= m; j++) {
+            lua_rawgeti(L, -1, (int)j);
+            fprintf(out, "%s%s", j == 1 ? "  " : " -> ", lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        fputc('\n', out);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+}
+
+/* Every route's plugin chain, in running order, as the runner built it, and
+ * under it what changes for consumers with instances of their own. */
 static void summary_chains(const sl_config_t *cf, FILE *out)
 {
     lua_State *L = cf->L;
@@ -999,7 +1029,9 @@ static void summary_chains(const sl_config_t *cf, FILE *out)
             lua_pop(L, 1);
         }
         fputc('\n', out);
-        lua_pop(L, 2);
+        lua_pop(L, 1);
+        summary_consumer_chains(L, i, out);
+        lua_pop(L, 1);
     }
 }
 

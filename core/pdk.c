@@ -1,7 +1,9 @@
 /* pdk.c: the sl_ffi_* functions the Lua PDK calls for the current request. */
 #include <arpa/inet.h>
 #include <ev.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 #include "proxy.h"
@@ -240,6 +242,127 @@ SL_EXPORT int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, 
         r->up_path = v;
     else
         r->up_query = v;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_req_set_phases(sl_request_t *r, unsigned mask)
+{
+    r->lua_phases = mask;
+    return SL_OK;
+}
+
+static int before_proxy(const sl_request_t *r)
+{
+    return r->phase == SL_PHASE_REWRITE || r->phase == SL_PHASE_ACCESS;
+}
+
+SL_EXPORT int sl_ffi_service_set_upstream(sl_request_t *r, int index, const char **err)
+{
+    sl_worker_t *w = r->c->w;
+    if (r->phase != SL_PHASE_ACCESS) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (index < 0 || (size_t)index >= w->nups) {
+        *err = "no such upstream";
+        return SL_ERROR;
+    }
+    r->ups = &w->ups[index];
+    r->ups_set = 1;
+    r->target_host = NULL;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_t len, int port,
+                                        const char **err)
+{
+    char text[INET6_ADDRSTRLEN];
+    char hostbuf[SL_ADHOC_HOST_MAX];
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    size_t hlen;
+
+    if (!before_proxy(r)) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (port < 1 || port > 65535) {
+        *err = "invalid port";
+        return SL_ERROR;
+    }
+    /* "[::1]" and "::1" are the same address; the Host header needs brackets. */
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
+        host++;
+        len -= 2;
+    }
+    if (len == 0 || len >= sizeof(text))
+        return SL_DECLINED;
+    memset(&ss, 0, sizeof(ss));
+    memcpy(text, host, len);
+    text[len] = '\0';
+    if (len == 9 && strncasecmp(text, "localhost", 9) == 0) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sin->sin_port = htons((uint16_t)port);
+        sslen = sizeof(*sin);
+        hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "localhost");
+    } else if (inet_pton(AF_INET, text, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        sslen = sizeof(*sin);
+        hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "%s", text);
+    } else if (inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        sslen = sizeof(*sin6);
+        hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "[%s]", text);
+    } else {
+        return SL_DECLINED;
+    }
+    const char *copy = keep(r, hostbuf, hlen);
+    if (copy == NULL) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    r->target_host = copy;
+    r->target_host_len = hlen;
+    memcpy(&r->target_addr, &ss, sizeof(ss));
+    r->target_addrlen = sslen;
+    r->target_port = (uint16_t)port;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_service_set_timeouts(sl_request_t *r, int connect_timeout, int write_timeout,
+                                          int read_timeout, const char **err)
+{
+    if (!before_proxy(r)) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (connect_timeout < 1 || write_timeout < 1 || read_timeout < 1) {
+        *err = "timeouts are at least 1 ms";
+        return SL_ERROR;
+    }
+    r->connect_timeout = connect_timeout;
+    r->write_timeout = write_timeout;
+    r->read_timeout = read_timeout;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_service_set_retries(sl_request_t *r, int retries, const char **err)
+{
+    if (!before_proxy(r)) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (retries < 0 || retries > 32767) {
+        *err = "retries are 0 to 32767";
+        return SL_ERROR;
+    }
+    r->retries_plus_one = retries + 1;
     return SL_OK;
 }
 

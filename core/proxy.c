@@ -79,6 +79,13 @@ static double now_seconds(void)
 
 /* --- request objects ---------------------------------------------------- */
 
+/* Does the request run Lua in phase: its route's plugins, or those an
+ * authenticated consumer brought (req->lua_phases)? */
+static inline int runs_phase(const sl_request_t *req, int phase)
+{
+    return ((req->route->plugins | req->lua_phases) & (1u << phase)) != 0;
+}
+
 static sl_request_t *request_get(sl_worker_t *w)
 {
     sl_request_t *req = w->free_reqs;
@@ -361,7 +368,7 @@ static int respond_exit(sl_request_t *req)
     size_t blen = 0;
     int status = sl_lua_exit(req, &body, &blen);
     req->status = status;
-    if (req->route != NULL && (req->route->plugins & (1u << SL_PHASE_HEADER_FILTER))) {
+    if (req->route != NULL && runs_phase(req, SL_PHASE_HEADER_FILTER)) {
         /* The route's header_filter plugins see this response too, as in
          * Kong; the body and headers are kept aside while they run. */
         char *copy = NULL;
@@ -663,9 +670,14 @@ static int build_upstream_head(sl_request_t *req)
         PUT_LIT(&o, "Host: ");
         put(&o, host->value, host->value_len);
         PUT_LIT(&o, "\r\n");
-    } else if (req->service->host_header != NULL) {
+    } else if (req->target_host == NULL && !req->ups_set && req->service->host_header != NULL) {
         PUT_LIT(&o, "Host: ");
         put(&o, req->service->host_header, req->service->host_header_len);
+        PUT_LIT(&o, "\r\n");
+    } else if (req->target_host == NULL && req->ups_set && req->ups->conf->host_header != NULL) {
+        /* sluice.service.set_upstream: that upstream's Host, as Kong sends it. */
+        PUT_LIT(&o, "Host: ");
+        put(&o, req->ups->conf->host_header, strlen(req->ups->conf->host_header));
         PUT_LIT(&o, "\r\n");
     } else {
         const sl_target_t *t = req->peer->conf;
@@ -860,7 +872,7 @@ static int route_request(sl_request_t *req)
     req->service = req->route->service;
     req->ups = &w->ups[req->service->upstream->index];
 
-    if (req->route->plugins & (1u << SL_PHASE_ACCESS)) {
+    if (runs_phase(req, SL_PHASE_ACCESS)) {
         int rc = lua_result(req, sl_lua_phase(req, SL_PHASE_ACCESS));
         if (rc != SL_OK)
             return rc == SL_AGAIN ? SL_OK : rc;
@@ -943,6 +955,28 @@ static void request_timer_set(sl_request_t *req, int ms)
     sl_timer_set(req->c->w->loop, &req->timer, ms);
 }
 
+/* The service's settings, unless a plugin changed them for this request
+ * (sluice.service.set_timeouts, set_retries). */
+static int connect_timeout(const sl_request_t *req)
+{
+    return req->connect_timeout ? req->connect_timeout : req->service->connect_timeout;
+}
+
+static int write_timeout(const sl_request_t *req)
+{
+    return req->write_timeout ? req->write_timeout : req->service->write_timeout;
+}
+
+static int read_timeout(const sl_request_t *req)
+{
+    return req->read_timeout ? req->read_timeout : req->service->read_timeout;
+}
+
+static int retries(const sl_request_t *req)
+{
+    return req->retries_plus_one ? req->retries_plus_one - 1 : req->service->retries;
+}
+
 /* Ends the upstream exchange with a failure: retries elsewhere when the
  * request allows it, else answers 502/504 (or drops the client connection
  * when the response had already started). */
@@ -979,7 +1013,7 @@ static int upstream_fail(sl_request_t *req, int why, int err)
     if (req->state != RQ_RESPONDING && !req->resp_bytes_seen && replayable) {
         if (why == UF_CONNECT || why == UF_CONNECT_TIMEOUT) {
             /* Nothing reached the upstream: any method can go elsewhere. */
-            retry = req->tries <= req->service->retries;
+            retry = req->tries <= retries(req);
         } else if (reused && (why == UF_RESET || why == UF_WRITE) &&
                    (idempotent || why == UF_WRITE)) {
             /* A pooled connection the upstream had closed: one free retry on a
@@ -1008,7 +1042,9 @@ static int upstream_fail(sl_request_t *req, int why, int err)
         sl_conn_close(c);
         return SL_DONE;
     }
-    if (free_retry) {
+    if (free_retry && req->target_host != NULL) {
+        req->tries--;
+    } else if (free_retry) {
         size_t i = (size_t)(req->peer - req->ups->peers);
         req->tries--;
         if (i < SL_BALANCER_MAX_TRIED)
@@ -1031,23 +1067,40 @@ static int connect_upstream(sl_request_t *req)
     sl_upstream_state_t *ups = req->ups;
 
     for (;;) {
-        int i = ups->balancer->ops->select(ups->balancer, &req->bctx);
-        if (i < 0 && req->bctx.tried != 0 && req->tries <= req->service->retries) {
-            /* Every target was tried: start over rather than give up early. */
-            req->bctx.tried = 0;
-            i = ups->balancer->ops->select(ups->balancer, &req->bctx);
+        if (req->target_host != NULL) {
+            /* A plugin chose the target (sluice.service.set_target): no
+             * balancer, and retries go to it again, as in Kong. */
+            req->peer = sl_adhoc_peer_get(w, &req->target_addr, req->target_addrlen,
+                                          req->target_host, req->target_host_len, req->target_port);
+            if (req->peer == NULL) {
+                SL_LOG(SL_LOG_ERR, "no peer for the target %.*s:%u a plugin set: %s",
+                       (int)req->target_host_len, req->target_host, req->target_port,
+                       strerror(errno));
+                return respond_error(req->c, req, 503,
+                                     "failure to get a peer from the ring-balancer",
+                                     !req->body_done);
+            }
+            req->tries++;
+        } else {
+            int i = ups->balancer->ops->select(ups->balancer, &req->bctx);
+            if (i < 0 && req->bctx.tried != 0 && req->tries <= retries(req)) {
+                /* Every target was tried: start over rather than give up early. */
+                req->bctx.tried = 0;
+                i = ups->balancer->ops->select(ups->balancer, &req->bctx);
+            }
+            if (i < 0) {
+                if (req->tries > 0)
+                    return respond_error(req->c, req, 502, fail_text[UF_CONNECT], !req->body_done);
+                return respond_error(req->c, req, 503,
+                                     "failure to get a peer from the ring-balancer",
+                                     !req->body_done);
+            }
+            req->tries++;
+            req->peer_index = i;
+            req->peer = &ups->peers[i];
+            if (i < SL_BALANCER_MAX_TRIED)
+                req->bctx.tried |= (uint64_t)1 << i;
         }
-        if (i < 0) {
-            if (req->tries > 0)
-                return respond_error(req->c, req, 502, fail_text[UF_CONNECT], !req->body_done);
-            return respond_error(req->c, req, 503, "failure to get a peer from the ring-balancer",
-                                 !req->body_done);
-        }
-        req->tries++;
-        req->peer_index = i;
-        req->peer = &ups->peers[i];
-        if (i < SL_BALANCER_MAX_TRIED)
-            req->bctx.tried |= (uint64_t)1 << i;
         /* Rebuilt per try: the Host header can differ between targets. */
         if (build_upstream_head(req) != SL_OK)
             return respond_error(req->c, req, 431, "Request Header Fields Too Large", 1);
@@ -1068,7 +1121,7 @@ static int connect_upstream(sl_request_t *req)
         if (!u->connected) {
             req->state = RQ_CONNECTING;
             sl_upconn_watch(u, EV_WRITE);
-            request_timer_set(req, req->service->connect_timeout);
+            request_timer_set(req, connect_timeout(req));
             return SL_OK;
         }
         req->state = RQ_SENDING;
@@ -1142,7 +1195,7 @@ static int upstream_send(sl_request_t *req)
         if (rc == SL_AGAIN) {
             req->state = RQ_SENDING;
             sl_upconn_watch(u, EV_READ | EV_WRITE);
-            request_timer_set(req, req->service->write_timeout);
+            request_timer_set(req, write_timeout(req));
             return SL_OK;
         }
         if (rc != SL_OK)
@@ -1166,7 +1219,7 @@ static int upstream_send(sl_request_t *req)
         sl_timer_stop(c->w->loop, &c->timer);
     }
     if (!req->resp_head_parsed)
-        request_timer_set(req, req->service->read_timeout);
+        request_timer_set(req, read_timeout(req));
     return SL_OK;
 }
 
@@ -1348,7 +1401,7 @@ static int upstream_read(sl_request_t *req)
             req->status = req->r.status;
             req->resp_left = req->r.content_length;
             req->upstream_ok = (req->r.flags & SL_HTTP_F_KEEPALIVE) != 0;
-            if (req->route->plugins & (1u << SL_PHASE_HEADER_FILTER)) {
+            if (runs_phase(req, SL_PHASE_HEADER_FILTER)) {
                 /* header_filter cannot wait for I/O: the response is on its way. */
                 int rc = sl_lua_phase(req, SL_PHASE_HEADER_FILTER);
                 if (rc == SL_AGAIN || rc == SL_DONE) {
@@ -1382,7 +1435,7 @@ static int upstream_read(sl_request_t *req)
     /* read_timeout runs while sluice waits for the upstream, not while the
      * upstream waits for a slow client. */
     if (!req->resp_done && (u->events & EV_READ))
-        request_timer_set(req, req->service->read_timeout);
+        request_timer_set(req, read_timeout(req));
     else
         sl_timer_stop(w->loop, &req->timer);
     return client_send(req);
@@ -1498,7 +1551,7 @@ static int client_send(sl_request_t *req)
     }
     if (req->up != NULL && !(req->up->events & EV_READ)) {
         sl_upconn_watch(req->up, EV_READ);
-        request_timer_set(req, req->service->read_timeout);
+        request_timer_set(req, read_timeout(req));
     }
     return SL_OK;
 }
@@ -1542,7 +1595,7 @@ static int request_finish(sl_request_t *req)
     sl_worker_t *w = c->w;
 
     access_log(req);
-    if (req->route != NULL && (req->route->plugins & (1u << SL_PHASE_LOG))) {
+    if (req->route != NULL && runs_phase(req, SL_PHASE_LOG)) {
         /* log runs after the response went out; it cannot wait for I/O. */
         if (sl_lua_phase(req, SL_PHASE_LOG) == SL_AGAIN)
             SL_LOG(SL_LOG_ERR, "a plugin tried to yield in the log phase");

@@ -88,8 +88,20 @@ struct sl_request_s {
     int client_status; /* set by a plugin in header_filter; 0: the upstream's */
     const char *lbody; /* the body of a response sluice makes, when not in out */
     size_t lbody_len;
+    unsigned lua_phases; /* phases run beyond the route's (an authenticated consumer's) */
+    /* sluice.service overrides for this request; 0 or NULL: the service's. */
+    int connect_timeout;
+    int write_timeout;
+    int read_timeout;
+    int retries_plus_one;    /* set_retries(n) stores n + 1 */
+    const char *target_host; /* set_target: the Host text, in the arena; the address is below */
+    size_t target_host_len;
+    unsigned ups_set : 1; /* set_upstream chose ups */
     /* Everything above is zeroed for each request; nothing below is. */
     sl_header_op_t ops[SL_MAX_HEADER_OPS];
+    struct sockaddr_storage target_addr; /* valid while target_host is set */
+    socklen_t target_addrlen;
+    uint16_t target_port;
 
     char *path; /* the normalized path (path_buf) */
     size_t path_len;

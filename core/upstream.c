@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -183,4 +184,79 @@ void sl_upconn_close(sl_upconn_t *u)
         u->peer->active--;
     }
     upconn_free(u);
+}
+
+/* Ad-hoc peers ------------------------------------------------------------ */
+
+static void peer_close_idle(sl_peer_t *peer)
+{
+    while (!sl_queue_empty(&peer->idle))
+        sl_upconn_close(sl_queue_data(peer->idle.next, sl_upconn_t, link));
+}
+
+/* O(SL_ADHOC_PEERS) per call: a plugin that spreads requests over more
+ * distinct targets than that would want a hash, and a balancer anyway. */
+sl_peer_t *sl_adhoc_peer_get(sl_worker_t *w, const struct sockaddr_storage *addr, socklen_t addrlen,
+                             const char *host, size_t hlen, uint16_t port)
+{
+    if (hlen >= SL_ADHOC_HOST_MAX) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (w->adhoc == NULL && (w->adhoc = calloc(SL_ADHOC_PEERS, sizeof(*w->adhoc))) == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    double now = ev_now(w->loop);
+    sl_adhoc_peer_t *slot = NULL;
+    for (int i = 0; i < SL_ADHOC_PEERS; i++) {
+        sl_adhoc_peer_t *a = &w->adhoc[i];
+        if (a->last_used == 0) {
+            if (slot == NULL || slot->last_used != 0)
+                slot = a;
+            continue;
+        }
+        if (a->conf.addrlen == addrlen && memcmp(&a->conf.addr, addr, addrlen) == 0 &&
+            strlen(a->host) == hlen && memcmp(a->host, host, hlen) == 0) {
+            a->last_used = now;
+            return &a->peer;
+        }
+        if (a->peer.active == 0 &&
+            (slot == NULL || (slot->last_used != 0 && a->last_used < slot->last_used)))
+            slot = a;
+    }
+    if (slot == NULL) {
+        errno = EBUSY;
+        return NULL;
+    }
+    if (slot->last_used != 0)
+        peer_close_idle(&slot->peer);
+    memcpy(slot->host, host, hlen);
+    slot->host[hlen] = '\0';
+    memcpy(&slot->conf.addr, addr, addrlen);
+    slot->conf.addrlen = addrlen;
+    slot->conf.host = slot->host;
+    slot->conf.port = port;
+    slot->conf.weight = 1;
+    memset(&slot->peer, 0, sizeof(slot->peer));
+    slot->peer.conf = &slot->conf;
+    sl_queue_init(&slot->peer.idle);
+    slot->last_used = now;
+    return &slot->peer;
+}
+
+void sl_adhoc_peers_close_idle(sl_worker_t *w)
+{
+    if (w->adhoc == NULL)
+        return;
+    for (int i = 0; i < SL_ADHOC_PEERS; i++)
+        if (w->adhoc[i].last_used != 0)
+            peer_close_idle(&w->adhoc[i].peer);
+}
+
+void sl_adhoc_peers_destroy(sl_worker_t *w)
+{
+    sl_adhoc_peers_close_idle(w);
+    free(w->adhoc);
+    w->adhoc = NULL;
 }

@@ -40,6 +40,31 @@ struct sl_upconn_s {
     unsigned reused : 1; /* taken from the pool for the current request */
 };
 
+/* A target a plugin chose for one request (sluice.service.set_target), with
+ * a keep-alive pool of its own. Each worker keeps SL_ADHOC_PEERS of them,
+ * allocated on the first set_target; when all are taken, the least recently
+ * used one that serves no request is reused (its pooled connections closed). */
+#define SL_ADHOC_PEERS    64
+#define SL_ADHOC_HOST_MAX 64 /* "[v6 literal]" fits */
+
+typedef struct {
+    sl_target_t conf;
+    sl_peer_t peer;
+    double last_used; /* 0: slot free */
+    char host[SL_ADHOC_HOST_MAX];
+} sl_adhoc_peer_t;
+
+/* Returns the worker's peer for addr (whose Host text is host), creating it
+ * on first use. Returns NULL with errno ENOMEM, or EBUSY when every slot
+ * serves a request right now. */
+sl_peer_t *sl_adhoc_peer_get(sl_worker_t *w, const struct sockaddr_storage *addr, socklen_t addrlen,
+                             const char *host, size_t hlen, uint16_t port);
+
+/* Closes the pooled connections of every ad-hoc peer (shutdown); destroy
+ * also frees the table. */
+void sl_adhoc_peers_close_idle(sl_worker_t *w);
+void sl_adhoc_peers_destroy(sl_worker_t *w);
+
 /* Builds the per-worker state of every upstream in cf. Returns NULL when out of memory. */
 sl_upstream_state_t *sl_upstreams_create(const sl_config_t *cf);
 void sl_upstreams_destroy(sl_upstream_state_t *ups, size_t n);

@@ -85,6 +85,7 @@ static void graceful_stop(sl_worker_t *w)
     w->shutting_down = 1;
     stop_listening(w);
     sl_upstreams_close_idle(w->ups, w->nups);
+    sl_adhoc_peers_close_idle(w);
 
     sl_queue_t *q = w->conns.next;
     while (q != &w->conns) {
@@ -217,6 +218,7 @@ done:
     stop_listening(w);
     sl_resolver_close();
     sl_upstreams_destroy(w->ups, w->nups);
+    sl_adhoc_peers_destroy(w);
     free(w->listeners);
     sl_access_log_close(&w->access_log);
     while (w->free_bufs != NULL) {

@@ -17,6 +17,7 @@ struct sl_worker_s {
     size_t nlisteners;
     sl_upstream_state_t *ups;
     size_t nups;
+    sl_adhoc_peer_t *adhoc; /* SL_ADHOC_PEERS entries, or NULL before the first set_target */
 
     size_t buf_size; /* every sl_buf_t of this worker has this size */
     sl_buf_t *free_bufs;

@@ -25,6 +25,8 @@
 -- `where` strings ("FILE:LINE: PATH") let the C side report what only it can
 -- check (DNS, PCRE2) at the right place.
 
+local bit = require("bit")
+local crypto = require("sluice.crypto")
 local schema = require("sluice.schema")
 local yaml = require("sluice.yaml")
 local plugins = require("sluice.plugins")
@@ -58,7 +60,23 @@ local TOKEN = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
 -- Kong 3's test for paths of older formats: anything else was a regex then.
 local PLAIN_PATH = "^[%w%.%-_~/%%]*$"
 
+-- The namespace of the ids sluice derives for consumers that have none.
+local CONSUMER_NAMESPACE = "\x9b\x3e\x51\x0c\x7a\x24\x4f\x1d\x8c\x55\x2e\x6a\x90\x17\xd3\x4b"
+
 local _M = {}
+
+-- Kong gives declarative entities without an id one derived from what
+-- identifies them; a consumer's comes from its username (else its custom_id),
+-- so it is the same on every load and every node: a name-based UUID (version
+-- 5, RFC 4122) in sluice's own namespace.
+local function consumer_id(username, custom_id)
+  local name = username and ("username:" .. username) or ("custom_id:" .. custom_id)
+  local h = crypto.hex(crypto.sha1(CONSUMER_NAMESPACE .. name))
+  local variant = bit.bor(bit.band(tonumber(str_sub(h, 17, 17), 16), 3), 8)
+  return str_sub(h, 1, 8) .. "-" .. str_sub(h, 9, 12) .. "-5" .. str_sub(h, 14, 16) .. "-"
+    .. string.format("%x", variant) .. str_sub(h, 18, 20) .. "-" .. str_sub(h, 21, 32)
+end
+_M.consumer_id = consumer_id
 
 -- Address helpers --------------------------------------------------------------
 
@@ -390,6 +408,28 @@ local function check_ref(v)
   return nil, "expected a name, or a mapping with 'name' or 'id', got " .. describe(v)
 end
 
+-- A consumer reference, as Kong's declarative format writes one: the
+-- consumer's username or id, or a mapping with one of them.
+local function check_consumer_ref(v)
+  if type(v) == "string" then
+    return #v > 0 or nil, "expected a username or an id"
+  end
+  if type(v) == "table" then
+    local n = 0
+    for k, x in pairs(v) do
+      if (k ~= "username" and k ~= "id") or type(x) ~= "string" then
+        return nil, "expected a username or an id, or a mapping with 'username' or 'id'"
+      end
+      n = n + 1
+    end
+    if n == 1 then
+      return true
+    end
+  end
+  return nil, "expected a username or an id, or a mapping with 'username' or 'id', got "
+    .. describe(v)
+end
+
 -- A field that makes the config invalid whenever it is set, and says why.
 local function unsupported(description, message)
   return { type = "any", description = description, custom = function() return nil, message end }
@@ -428,11 +468,6 @@ local function plugin_list(where)
     { protocols = { type = "set", elements = { type = "string" },
                     description = "Accepted for Kong compatibility." } },
     { tags = { type = "array", elements = { type = "string" } } },
-    { consumer = { type = "any", description = "Consumer scope (not supported yet).",
-                   custom = function()
-                     return nil, "consumer-scoped plugins are not supported yet "
-                       .. "(they come with consumers)"
-                   end } },
     { ordering = { type = "any", description = "Kong Enterprise ordering (not supported).",
                    custom = function()
                      return nil, "ordering is not supported: set 'priority' on the instance"
@@ -440,15 +475,26 @@ local function plugin_list(where)
     { created_at = { type = "any" } },
     { updated_at = { type = "any" } },
   }
-  if where == "top" then
+  -- A nested instance belongs to the entity it is nested under; the other
+  -- scopes it may still name, as in Kong (a route's instance for one consumer).
+  local msg = "a plugin nested under a " .. where .. " belongs to it: remove this field"
+  if where == "top" or where == "consumer" then
     fields[#fields + 1] = { route = { type = "any", custom = check_ref,
                                       description = "The route's name, { name } or { id }." } }
     fields[#fields + 1] = { service = { type = "any", custom = check_ref,
                                         description = "The service's name, { name } or { id }." } }
   else
-    local msg = "a plugin nested under a " .. where .. " belongs to it: remove this field"
     fields[#fields + 1] = { route = unsupported("Only for top-level plugins.", msg) }
     fields[#fields + 1] = { service = unsupported("Only for top-level plugins.", msg) }
+  end
+  if where == "consumer" then
+    fields[#fields + 1] = { consumer = unsupported("Only for plugins not nested in a consumer.",
+                                                   msg) }
+  else
+    fields[#fields + 1] = { consumer = { type = "any", custom = check_consumer_ref,
+                                         description = "The consumer's username or id, "
+                                           .. "{ username } or { id }: this instance applies "
+                                           .. "to that consumer's requests only." } }
   end
   return { type = "array", default = {}, description = "Plugins.",
            elements = { type = "record", fields = fields } }
@@ -819,6 +865,66 @@ local upstream_schema = {
   },
 }
 
+-- Credentials belong to the auth plugins, which come later: until then each
+-- collection is kept as written (a list of mappings) on its consumer, so that
+-- Kong files load and those plugins find them where Kong keeps them.
+local CREDENTIALS = { "keyauth_credentials", "basicauth_credentials", "hmacauth_credentials",
+                      "jwt_secrets", "oauth2_credentials", "acls" }
+
+local function check_mapping(v)
+  if type(v) ~= "table" or v[1] ~= nil then
+    return nil, "expected a mapping, got " .. describe(v)
+  end
+  return true
+end
+
+local function credential_list(top_level)
+  return {
+    type = "array",
+    default = {},
+    elements = { type = "any", custom = function(v)
+      local ok, err = check_mapping(v)
+      if not ok then
+        return nil, err
+      end
+      if top_level then
+        if v.consumer == nil or v.consumer == NULL then
+          return nil, "a top-level credential needs 'consumer: USERNAME' "
+            .. "(or nest it under its consumer)"
+        end
+        return check_consumer_ref(v.consumer)
+      end
+      return true
+    end },
+    description = "Kept as written for the auth plugins; not checked yet.",
+  }
+end
+
+local consumer_fields = {
+  { id = { type = "string", uuid = true,
+           description = "A UUID; generated from the username (or custom_id) when absent." } },
+  { username = { type = "string", len_min = 1, description = "Unique username." } },
+  { custom_id = { type = "string", len_min = 1,
+                  description = "Unique id of the consumer in another system." } },
+  { tags = TAGS },
+  { plugins = plugin_list("consumer") },
+  { groups = unsupported("Consumer groups (not supported).",
+      "consumer groups are not supported yet") },
+  { mtls_auth_credentials = not_yet("Not supported yet.",
+      "mtls-auth credentials are not supported yet (TLS comes in a later release)") },
+  { created_at = TIMESTAMP },
+  { updated_at = TIMESTAMP },
+}
+for _, name in ipairs(CREDENTIALS) do
+  consumer_fields[#consumer_fields + 1] = { [name] = credential_list(false) }
+end
+
+local consumer_schema = {
+  type = "record",
+  fields = consumer_fields,
+  entity_checks = { { at_least_one_of = { "username", "custom_id" } } },
+}
+
 local document_fields = {
   { _format_version = { type = "string", required = true, one_of = FORMAT_VERSIONS,
                         description = "Kong's declarative format version." } },
@@ -833,19 +939,16 @@ local document_fields = {
   { upstreams = { type = "array", elements = upstream_schema, default = {} } },
   { targets = { type = "array", elements = target_fields(true), default = {} } },
   { plugins = plugin_list("top") },
+  { consumers = { type = "array", elements = consumer_schema, default = {},
+                  description = "Consumers, with their plugins and credentials." } },
 }
+for _, name in ipairs(CREDENTIALS) do
+  document_fields[#document_fields + 1] = { [name] = credential_list(true) }
+end
 
-local RUNTIME = "(they come with the plugin runtime)"
 local TLS = "(TLS comes in a later release)"
 for _, c in ipairs({
-  { "consumers", "consumers are not supported yet " .. RUNTIME },
-  { "consumer_groups", "consumer groups are not supported yet " .. RUNTIME },
-  { "acls", "acls are not supported yet " .. RUNTIME },
-  { "basicauth_credentials", "basic-auth credentials are not supported yet " .. RUNTIME },
-  { "keyauth_credentials", "key-auth credentials are not supported yet " .. RUNTIME },
-  { "hmacauth_credentials", "hmac-auth credentials are not supported yet " .. RUNTIME },
-  { "jwt_secrets", "jwt secrets are not supported yet " .. RUNTIME },
-  { "oauth2_credentials", "oauth2 credentials are not supported yet " .. RUNTIME },
+  { "consumer_groups", "consumer groups are not supported yet" },
   { "mtls_auth_credentials", "mtls-auth credentials are not supported yet " .. TLS },
   { "certificates", "certificates are not supported yet " .. TLS },
   { "ca_certificates", "ca_certificates are not supported yet " .. TLS },
@@ -866,6 +969,7 @@ _M.schemas = {
   route = route_schema,
   upstream = upstream_schema,
   target = target_fields(true),
+  consumer = consumer_schema,
 }
 
 -- Locating errors ----------------------------------------------------------------
@@ -1040,6 +1144,7 @@ local function compile(r, doc, file)
     services = {},
     routes = {},
     upstreams = {},
+    consumers = {},
   }
 
   -- Server: parse what the schema checked.
@@ -1172,15 +1277,112 @@ local function compile(r, doc, file)
     end
   end
 
+  -- Consumers: unique ids, usernames and custom ids; credentials kept as
+  -- written (nested ones, then top-level ones naming their consumer).
+  local consumer_by_id, consumer_by_username, consumer_by_custom_id = {}, {}, {}
+  local consumers = {}
+  local function claim(index, key, entry, keys, field, what)
+    if key == nil then
+      return true
+    end
+    local first = index[key]
+    if first then
+      r.add(copy_keys(keys, field), "duplicate consumer " .. what .. " " .. quote(key)
+        .. " (also " .. r.describe(first.keys) .. ")")
+      return false
+    end
+    index[key] = { entry = entry, keys = keys }
+    return true
+  end
+  for i, c in ipairs(doc.consumers or {}) do
+    if c and (c.username or c.custom_id) then
+      local keys = { "consumers", i }
+      local entry = {
+        id = c.id or consumer_id(c.username, c.custom_id),
+        username = c.username, custom_id = c.custom_id, tags = c.tags,
+        created_at = c.created_at, updated_at = c.updated_at,
+        where = r.where(keys),
+      }
+      for _, name in ipairs(CREDENTIALS) do
+        entry[name] = c[name] or {}
+      end
+      -- A derived id repeats exactly when the username (or custom_id) does:
+      -- that one error is enough.
+      if claim(consumer_by_username, c.username, entry, keys, "username", "username")
+          and claim(consumer_by_custom_id, c.custom_id, entry, keys, "custom_id", "custom_id")
+          and claim(consumer_by_id, entry.id, entry, keys, "id", "id") then
+        out.consumers[#out.consumers + 1] = entry
+        entry.index = #out.consumers
+        consumers[i] = entry
+      end
+    end
+  end
+
+  -- Returns the consumer a reference names (a username or an id, or a
+  -- mapping with one of them), or nil and what it named.
+  local function find_consumer(ref)
+    local hit
+    if type(ref) == "string" then
+      hit = consumer_by_id[ref] or consumer_by_username[ref]
+    elseif ref.username then
+      hit, ref = consumer_by_username[ref.username], ref.username
+    else
+      hit, ref = consumer_by_id[ref.id], ref.id
+    end
+    return hit and hit.entry, ref
+  end
+
+  for _, name in ipairs(CREDENTIALS) do
+    for i, cred in ipairs(doc[name] or {}) do
+      if type(cred) == "table" and cred.consumer ~= nil and cred.consumer ~= NULL then
+        local entry, ref = find_consumer(cred.consumer)
+        if entry then
+          entry[name][#entry[name] + 1] = cred
+        else
+          r.add({ name, i, "consumer" }, "no consumer with username or id " .. quote(ref))
+        end
+      end
+    end
+  end
+
   -- Plugins: each instance validated against its plugin's schema; scopes
-  -- are resolved to route and service indexes once routes are ordered.
+  -- are resolved to route, service and consumer indexes once routes are
+  -- ordered. An instance names the scopes it is not nested in (route:,
+  -- service:, consumer:); one whose reference is unknown is left out.
   plugins.set_paths(type(server) == "table" and server.plugin_paths or nil)
   local instances = {}
+  local route_by_name, route_by_id = {}, {}
+  local function resolve_scope(p, pkeys, scope)
+    local ok, ref = true
+    if scope.service == nil and p.service ~= nil and p.service ~= NULL then
+      scope.service, ref = find_ref(p.service, service_by_name, service_by_id)
+      if not scope.service then
+        r.add(copy_keys(pkeys, "service"), "no service named " .. quote(ref))
+        ok = false
+      end
+    end
+    if scope.route == nil and p.route ~= nil and p.route ~= NULL then
+      scope.route, ref = find_ref(p.route, route_by_name, route_by_id)
+      if not scope.route then
+        r.add(copy_keys(pkeys, "route"), "no route named " .. quote(ref))
+        ok = false
+      end
+    end
+    if scope.consumer == nil and p.consumer ~= nil and p.consumer ~= NULL then
+      scope.consumer, ref = find_consumer(p.consumer)
+      if not scope.consumer then
+        r.add(copy_keys(pkeys, "consumer"), "no consumer with username or id " .. quote(ref))
+        ok = false
+      end
+    end
+    return ok
+  end
   -- exact_keys: the place of a single top-level instance (list holds just it).
-  local function add_plugins(list, keys, service, route, exact_keys)
+  local function add_plugins(list, keys, service, route, exact_keys, consumer)
     for j, p in ipairs(list or {}) do
-      if p and p.name then
-        local pkeys = exact_keys or copy_keys(keys, "plugins", j)
+      local pkeys = p and (exact_keys or copy_keys(keys, "plugins", j))
+      local scope = { service = service, route = route, consumer = consumer }
+      if p and p.name and resolve_scope(p, pkeys, scope) then
         local plugin, err = plugins.load(p.name)
         if not plugin then
           r.add(copy_keys(pkeys, "name"), err)
@@ -1200,7 +1402,8 @@ local function compile(r, doc, file)
             end
             if valid and p.enabled ~= false then
               instances[#instances + 1] = { name = p.name, config = valid, priority = p.priority,
-                                            service = service, route = route, keys = pkeys }
+                                            service = scope.service, route = scope.route,
+                                            consumer = scope.consumer, keys = pkeys }
             end
           end
         end
@@ -1209,7 +1412,7 @@ local function compile(r, doc, file)
   end
 
   -- Routes: nested ones, then top-level ones, ordered by line in the end.
-  local routes, route_names, route_by_name, route_by_id = {}, {}, {}, {}
+  local routes, route_names = {}, {}
   local function add_route(route, keys, service)
     unique(r, route_names, route.name, keys, "route")
     if service and service.enabled ~= false then
@@ -1269,25 +1472,14 @@ local function compile(r, doc, file)
       add_plugins(s.plugins, { "services", i }, services[i], nil)
     end
   end
+  for i, c in ipairs(doc.consumers or {}) do
+    if c and consumers[i] then
+      add_plugins(c.plugins, { "consumers", i }, nil, nil, nil, consumers[i])
+    end
+  end
   for i, p in ipairs(doc.plugins or {}) do
     if p then
-      local keys = { "plugins", i }
-      local service, route, ref
-      if p.service ~= nil then
-        service, ref = find_ref(p.service, service_by_name, service_by_id)
-        if not service then
-          r.add(copy_keys(keys, "service"), "no service named " .. quote(ref))
-        end
-      end
-      if p.route ~= nil then
-        route, ref = find_ref(p.route, route_by_name, route_by_id)
-        if not route then
-          r.add(copy_keys(keys, "route"), "no route named " .. quote(ref))
-        end
-      end
-      if (p.service == nil or service) and (p.route == nil or route) then
-        add_plugins({ p }, nil, service, route, keys)
-      end
+      add_plugins({ p }, nil, nil, nil, { "plugins", i })
     end
   end
 
@@ -1297,6 +1489,7 @@ local function compile(r, doc, file)
   for _, inst in ipairs(instances) do
     local scope = (inst.route and ("r" .. inst.route.index) or "")
       .. (inst.service and ("s" .. tostring(inst.service.index)) or "")
+      .. (inst.consumer and ("c" .. inst.consumer.index) or "")
     local id = inst.name .. "|" .. scope
     if seen[id] then
       r.add(copy_keys(inst.keys, "name"), "plugin " .. quote(inst.name)
@@ -1307,6 +1500,7 @@ local function compile(r, doc, file)
         name = inst.name, config = inst.config, priority = inst.priority,
         route = inst.route and inst.route.index or nil,
         service = inst.service and inst.service.index or nil,
+        consumer = inst.consumer and inst.consumer.index or nil,
         where = r.where(inst.keys),
       }
     end
@@ -1317,6 +1511,9 @@ local function compile(r, doc, file)
   end
   for _, s in ipairs(out.services) do
     s.enabled, s.index = nil, nil
+  end
+  for _, c in ipairs(out.consumers) do
+    c.index = nil
   end
   return out
 end

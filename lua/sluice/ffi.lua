@@ -90,6 +90,26 @@ int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size
 int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, size_t len,
                                   const char **err);
 
+/* Also runs the Lua phases in mask (bit 1 << SL_PHASE_*) for this request,
+ * on top of its route's: the runner asks for them when an authenticated
+ * consumer brings plugins of its own. Replaces an earlier mask. */
+int sl_ffi_req_set_phases(sl_request_t *r, unsigned mask);
+
+/* sluice.service: where this request goes, decided by a plugin (rewrite,
+ * access; set_upstream access only). Each overrides the service's setting
+ * for this request only and allocates nothing but the Host text of a target.
+ * set_upstream sends it to the configured upstream `index` (0-based, in the
+ * config's order) and forgets a set_target; set_target sends it to one
+ * address (an IPv4 or IPv6 literal, or "localhost"), bypassing the balancer,
+ * and answers SL_DECLINED for anything else (a name needs DNS); timeouts are
+ * milliseconds (1 to 2147483646), retries 0 to 32767. */
+int sl_ffi_service_set_upstream(sl_request_t *r, int index, const char **err);
+int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_t len, int port,
+                                        const char **err);
+int sl_ffi_service_set_timeouts(sl_request_t *r, int connect_timeout, int write_timeout,
+                                          int read_timeout, const char **err);
+int sl_ffi_service_set_retries(sl_request_t *r, int retries, const char **err);
+
 /* Sets the status of the response sent to the client (header_filter). */
 int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **err);
 

@@ -7,6 +7,7 @@
 local ffi = require("ffi")
 local base = require("sluice.ffi")
 local cjson = require("cjson.safe")
+local consumers = require("sluice.consumers")
 
 local bit = require("bit")
 local band = bit.band
@@ -28,6 +29,7 @@ local tbl_concat = table.concat
 local co_yield = coroutine.yield
 local unpack = unpack
 local setmetatable = setmetatable
+local math_floor = math.floor
 
 local C = ffi.C
 local cur = C.sl_ffi_current
@@ -48,6 +50,7 @@ local RESPONSE_EDIT = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, HEADER_
 local AFTER_HEAD = lshift(1, HEADER_FILTER) + lshift(1, LOG)
 
 local JSON_TYPE = "application/json; charset=utf-8"
+local MAX_TIMEOUT = 2147483646
 
 local _M = {}
 
@@ -58,8 +61,9 @@ local contexts = {}
 _M.contexts = contexts
 
 -- What runs now: plugin = the running plugin's name (nil between plugins),
--- index = its place in the chain. The runner sets both before each call; a
--- plugin that waits saves them and puts them back when it is resumed.
+-- index = its place in the chain, route = the runner's entry for the route
+-- (its chains). The runner sets them before each call; a plugin that waits
+-- saves them and puts them back when it is resumed.
 local state = { plugin = nil, index = 0 }
 _M.state = state
 
@@ -381,6 +385,68 @@ function client.get_forwarded_port()
   return client.get_port()
 end
 
+-- Consumers: kong.client.authenticate and friends. The consumer and the
+-- credential live in the request's context; the runner (which requires this
+-- module) sets _M.on_authenticate to re-resolve the plugins that run after.
+
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+local AUTH_PHASES = BEFORE_PROXY
+
+-- Sets who the request is from, for the plugins that run after this one and
+-- for the log. Returns true.
+function client.authenticate(consumer, credential)
+  if consumer ~= nil and type(consumer) ~= "table" then
+    arg_error(1, "authenticate", "table or nil", consumer)
+  end
+  if credential ~= nil and type(credential) ~= "table" then
+    arg_error(2, "authenticate", "table or nil", credential)
+  end
+  if consumer == nil and credential == nil then
+    error("bad argument #1 to 'authenticate' (a consumer or a credential expected, got neither)",
+      2)
+  end
+  check(AUTH_PHASES, "sluice.client.authenticate")
+  local ctx = get_ctx()
+  ctx.consumer, ctx.credential = consumer, credential
+  local hook = _M.on_authenticate
+  if hook then
+    hook(ctx, cur.phase)
+  end
+  return true
+end
+
+function client.get_consumer()
+  check(REQ_PHASES, "sluice.client.get_consumer")
+  local ctx = contexts[cur.id]
+  return ctx and ctx.consumer
+end
+
+function client.get_credential()
+  check(REQ_PHASES, "sluice.client.get_credential")
+  local ctx = contexts[cur.id]
+  return ctx and ctx.credential
+end
+
+-- The consumer of the loaded config with this id (or, when
+-- search_by_username, this username), as a fresh table; nil when there is
+-- none.
+function client.load_consumer(consumer_id, search_by_username)
+  if type(consumer_id) ~= "string" then
+    arg_error(1, "load_consumer", "string", consumer_id)
+  end
+  local is_id = str_find(consumer_id, UUID) ~= nil
+  if not is_id and not search_by_username then
+    error("bad argument #1 to 'load_consumer' (consumer ids are UUIDs; pass true as argument "
+      .. "#2 to look up a username)", 2)
+  end
+  check(REQ_PHASES, "sluice.client.load_consumer")
+  local c = is_id and consumers.by_id(consumer_id)
+  if not c and search_by_username then
+    c = consumers.by_username(consumer_id)
+  end
+  return c and consumers.entity(c) or nil
+end
+
 -- sluice.response ----------------------------------------------------------------
 
 local response = {}
@@ -562,6 +628,85 @@ local function upstream_set(what, fname, value)
   return true
 end
 
+-- Named upstreams of the loaded config: lower-case name -> 0-based index in
+-- the config's order (C's too). Set by the runner.
+local upstream_index = {}
+
+function _M.set_upstreams(list)
+  upstream_index = {}
+  for i, u in ipairs(list or {}) do
+    upstream_index[str_lower(u.name)] = i - 1
+  end
+end
+
+-- A whole number from min to max, else a bad argument error naming it.
+local function check_int(n, fname, v, min, max)
+  if type(v) ~= "number" or v ~= math_floor(v) or v < min or v > max then
+    error("bad argument #" .. n .. " to '" .. fname .. "' (integer from " .. min .. " to "
+      .. max .. " expected, got " .. (type(v) == "number" and tostring(v) or type(v)) .. ")", 3)
+  end
+end
+
+-- Sends this request to a configured upstream instead of the service's
+-- (access). Returns true, or nil, err when there is no such upstream.
+function service.set_upstream(host)
+  if type(host) ~= "string" then
+    arg_error(1, "set_upstream", "string", host)
+  end
+  local r = check(lshift(1, ACCESS), "sluice.service.set_upstream")
+  local i = upstream_index[str_lower(host)]
+  if not i then
+    return nil, "could not find an upstream named '" .. host .. "'"
+  end
+  if C.sl_ffi_service_set_upstream(r, i, errp) ~= 0 then
+    return nil, ffi_string(errp[0])
+  end
+  return true
+end
+
+-- Sends this request to host:port, bypassing the balancer (rewrite,
+-- access). host is an IP address or "localhost": the proxy's connect path
+-- does not wait on the resolver yet, so anything else returns nil, err.
+function service.set_target(host, port)
+  if type(host) ~= "string" or host == "" then
+    arg_error(1, "set_target", "non-empty string", host)
+  end
+  check_int(2, "set_target", port, 1, 65535)
+  local r = check(BEFORE_PROXY, "sluice.service.set_target")
+  local rc = C.sl_ffi_service_set_target(r, host, #host, port, errp)
+  if rc == base.DECLINED then
+    return nil, "cannot resolve '" .. host .. "': set_target takes IP addresses and localhost "
+      .. "(host names are not supported yet)"
+  elseif rc ~= 0 then
+    return nil, ffi_string(errp[0])
+  end
+  return true
+end
+
+-- Replaces the service's timeouts for this request, in milliseconds, in
+-- Kong's order (rewrite, access).
+function service.set_timeouts(connect_timeout, write_timeout, read_timeout)
+  check_int(1, "set_timeouts", connect_timeout, 1, MAX_TIMEOUT)
+  check_int(2, "set_timeouts", write_timeout, 1, MAX_TIMEOUT)
+  check_int(3, "set_timeouts", read_timeout, 1, MAX_TIMEOUT)
+  local r = check(BEFORE_PROXY, "sluice.service.set_timeouts")
+  if C.sl_ffi_service_set_timeouts(r, connect_timeout, write_timeout, read_timeout, errp)
+      ~= 0 then
+    return nil, ffi_string(errp[0])
+  end
+  return true
+end
+
+-- Replaces the service's retries for this request (rewrite, access).
+function service.set_retries(retries)
+  check_int(1, "set_retries", retries, 0, 32767)
+  local r = check(BEFORE_PROXY, "sluice.service.set_retries")
+  if C.sl_ffi_service_set_retries(r, retries, errp) ~= 0 then
+    return nil, ffi_string(errp[0])
+  end
+  return true
+end
+
 function service.request.set_method(m)
   if type(m) == "string" and not str_find(m, "^[%u]+$") then
     error("bad argument #1 to 'set_method' (invalid method '" .. m .. "')", 2)
@@ -685,6 +830,20 @@ local ctx_ns = setmetatable({}, {
 
 -- sluice.log ---------------------------------------------------------------------
 
+-- A copy of a plain table (tables shared within it are copied once).
+local function deep_copy(t, seen)
+  seen = seen or {}
+  if seen[t] then
+    return seen[t]
+  end
+  local out = {}
+  seen[t] = out
+  for k, v in pairs(t) do
+    out[k] = type(v) == "table" and deep_copy(v, seen) or v
+  end
+  return out
+end
+
 local LEVELS = { err = 0, warn = 1, notice = 2, info = 3, debug = 4 }
 
 local log = {}
@@ -727,6 +886,18 @@ function log.serialize()
   }
   if cur.phase >= HEADER_FILTER then
     out.response = { status = C.sl_ffi_resp_status(r) }
+  end
+  -- Who the request is from, as Kong's log serializer says it.
+  local ctx = contexts[cur.id]
+  local consumer, credential = ctx and ctx.consumer, ctx and ctx.credential
+  if consumer then
+    out.consumer = deep_copy(consumer)
+  end
+  if credential then
+    local of = type(credential.consumer) == "table" and credential.consumer.id
+    out.authenticated_entity = { id = credential.id,
+                                 consumer_id = credential.consumer_id or of
+                                   or (consumer and consumer.id) }
   end
   return out
 end
@@ -816,7 +987,7 @@ local function dispatch(ctx, id)
 end
 
 local function wait_for(ctx, id)
-  local plugin, index = state.plugin, state.index
+  local plugin, index, route = state.plugin, state.index, state.route
   local t = ctx.thread_of[co_running()]
   if not t then
     -- the request's main coroutine
@@ -831,7 +1002,7 @@ local function wait_for(ctx, id)
     ctx.waiters[id] = t
     co_yield()
   end
-  state.plugin, state.index = plugin, index
+  state.plugin, state.index, state.route = plugin, index, route
 end
 
 -- Called by the runner at the end of rewrite and access: the phase is over

@@ -6,6 +6,8 @@
 -- status, body, headers and the chain stops there. Running a chain makes no
 -- table: the request's context is made only when a plugin needs one.
 
+local ffi = require("ffi")
+local consumers = require("sluice.consumers")
 local pdk = require("sluice.pdk")
 
 local ipairs = ipairs
@@ -19,26 +21,36 @@ local traceback = debug.traceback
 local REWRITE, ACCESS, HEADER_FILTER, LOG = 2, 3, 4, 5
 local PHASES = { [REWRITE] = "rewrite", [ACCESS] = "access", [HEADER_FILTER] = "header_filter",
                  [LOG] = "log" }
+local ROUTE_PHASES = { ACCESS, HEADER_FILTER, LOG }
 local ERROR_BODY = '{"message":"An unexpected error occurred"}\n'
 local ERROR_HEADERS = { ["Content-Type"] = "application/json; charset=utf-8" }
 
 local contexts = pdk.contexts
 local state = pdk.state
+local C = ffi.C
 
 local _M = {}
 
--- Chains, built by init: route_chains[i][phase] = { { name =, handler =, fn =,
--- conf =, priority = }, ... } in running order; rewrite_chain for global plugins.
-local route_chains = {}
+-- Per route, built by init: routes[i] = {
+--   default = SELECTION,      -- the plugins that run when no consumer changes them
+--   overrides = { [consumer id] = { [name] = inst } } | nil,   -- what a consumer changes
+-- }, where SELECTION = { sel = { [name] = inst }, chains = { [phase] = { entry, ... } }
+-- (running order), mask = bit (1 << phase) per non-empty chain, memo = { [consumer id or
+-- ""] = { [name of the authenticating plugin or ""] = SELECTION } } }.
+-- An inst is { name =, config =, priority =, plugin = { handler =, ... }, route =,
+-- service =, consumer = }.
+local routes = {}
 local rewrite_chain = {}
 -- Every plugin in use: name -> { handler =, configs = { conf, ... } }.
 local in_use = {}
+-- Consumer ids that have an instance of their own on some route: id -> true.
+local consumer_scoped = {}
 
 -- A chain entry for a plugin instance in a phase, or nil when it has nothing
 -- to do there. A handler may say per config which phases it uses
 -- (handler.uses_phase(conf, name)), so an idle phase costs nothing.
-local function entry(inst, plugin, phase)
-  local h = plugin.handler
+local function entry(inst, phase)
+  local h = inst.plugin.handler
   local fn = h[PHASES[phase]]
   if type(fn) ~= "function" then
     return nil
@@ -46,10 +58,12 @@ local function entry(inst, plugin, phase)
   if type(h.uses_phase) == "function" and not h.uses_phase(inst.config, PHASES[phase]) then
     return nil
   end
-  return { name = inst.name, handler = plugin.handler, fn = fn, conf = inst.config,
-           priority = inst.priority or plugin.handler.PRIORITY }
+  return { name = inst.name, handler = h, fn = fn, conf = inst.config,
+           priority = inst.priority, consumer = inst.consumer }
 end
 
+-- Running order: higher priority first, then by name. Works on entries and
+-- instances alike.
 local function by_priority(a, b)
   if a.priority ~= b.priority then
     return a.priority > b.priority
@@ -57,26 +71,146 @@ local function by_priority(a, b)
   return a.name < b.name
 end
 
--- The instance that applies to a route for each plugin name: route+service
--- beats route, which beats service, which beats global.
-local function pick(instances, route_index, service_index)
-  local best, rank = {}, {}
-  for _, inst in ipairs(instances) do
-    local r
-    if inst.route and inst.service then
-      r = (inst.route == route_index and inst.service == service_index) and 4 or nil
-    elseif inst.route then
-      r = inst.route == route_index and 3 or nil
-    elseif inst.service then
-      r = inst.service == service_index and 2 or nil
-    else
-      r = 1
+-- Kong's precedence, most specific first: route+service+consumer (8) >
+-- route+consumer > service+consumer > route+service > consumer > route >
+-- service > global (1). nil when the instance does not apply to the route.
+local function rank(inst, route_index, service_index)
+  local r, s = inst.route, inst.service
+  if (r and r ~= route_index) or (s and s ~= service_index) then
+    return nil
+  end
+  if inst.consumer then
+    return (r and s) and 8 or r and 7 or s and 6 or 4
+  end
+  return (r and s) and 5 or r and 3 or s and 2 or 1
+end
+
+local function selection(sel)
+  local chains, mask = {}, 0
+  for _, phase in ipairs(ROUTE_PHASES) do
+    local list = {}
+    for _, inst in pairs(sel) do
+      local e = entry(inst, phase)
+      if e then
+        list[#list + 1] = e
+      end
     end
-    if r and (rank[inst.name] or 0) < r then
-      best[inst.name], rank[inst.name] = inst, r
+    tbl_sort(list, by_priority)
+    chains[phase] = list
+    if #list > 0 then
+      mask = mask + 2 ^ phase
     end
   end
-  return best
+  return { sel = sel, chains = chains, mask = mask, memo = {} }
+end
+
+-- Builds a route's default selection and its consumer overrides.
+local function build_route(instances, route_index, service_index)
+  local best, best_rank = {}, {}
+  local by_consumer = {} -- consumer id -> { name -> { inst, rank } }
+  for _, inst in ipairs(instances) do
+    local r = rank(inst, route_index, service_index)
+    if r and not inst.consumer then
+      if (best_rank[inst.name] or 0) < r then
+        best[inst.name], best_rank[inst.name] = inst, r
+      end
+    elseif r then
+      local t = by_consumer[inst.consumer]
+      if not t then
+        t = {}
+        by_consumer[inst.consumer] = t
+      end
+      if not t[inst.name] or t[inst.name].rank < r then
+        t[inst.name] = { inst = inst, rank = r }
+      end
+    end
+  end
+  local overrides
+  for id, t in pairs(by_consumer) do
+    for name, x in pairs(t) do
+      -- A consumer's instance replaces the default only when more specific:
+      -- route+service (5) beats a consumer-only instance (4).
+      if x.rank > (best_rank[name] or 0) then
+        overrides = overrides or {}
+        overrides[id] = overrides[id] or {}
+        overrides[id][name] = x.inst
+        consumer_scoped[id] = true
+      end
+    end
+  end
+  return { default = selection(best), overrides = overrides }
+end
+
+-- The selection after the plugin running instance k (nil: before the chain)
+-- authenticated consumer_id (nil: none) while cur was in force. Plugins whose
+-- turn (their place in the running order) came before k keep what cur chose;
+-- the later ones are chosen for the consumer, as Kong does. Memoized: every
+-- combination comes from the config, so the cache is bounded, and a request
+-- that authenticates allocates nothing once its combination was seen.
+local function resolve(route, cur, consumer_id, k)
+  local ov = route.overrides and consumer_id and route.overrides[consumer_id]
+  if not ov and cur == route.default then
+    return cur
+  end
+  local mkey, kkey = ov and consumer_id or "", k and k.name or ""
+  local memo = cur.memo[mkey]
+  if memo and memo[kkey] then
+    return memo[kkey]
+  end
+  local default = route.default.sel
+  local sel = {}
+  for name, inst in pairs(cur.sel) do
+    if k and not by_priority(k, default[name] or inst) then
+      sel[name] = inst
+    end
+  end
+  for name, inst in pairs(default) do
+    if not k or by_priority(k, inst) then
+      sel[name] = ov and ov[name] or inst
+    end
+  end
+  for name, inst in pairs(ov or {}) do
+    if not default[name] and (not k or by_priority(k, inst)) then
+      sel[name] = inst
+    end
+  end
+  local res = selection(sel)
+  if not memo then
+    memo = {}
+    cur.memo[mkey] = memo
+  end
+  memo[kkey] = res
+  return res
+end
+
+-- Makes the request's plugins those for its consumer, from instance k on, and
+-- tells C which later phases now have plugins to run.
+local function switch(ctx, route, k)
+  local consumer = ctx.consumer
+  local id = type(consumer) == "table" and consumer.id or nil
+  local res = resolve(route, ctx.selection or route.default, type(id) == "string" and id or nil, k)
+  ctx.selection = res
+  C.sl_ffi_req_set_phases(C.sl_ffi_current.r, res.mask)
+  return res
+end
+
+-- sluice.client.authenticate calls this after recording the consumer.
+pdk.on_authenticate = function(ctx, phase)
+  local consumer = ctx.consumer
+  local id = type(consumer) == "table" and consumer.id or nil
+  if phase == REWRITE then
+    -- No route yet: access decides, for whichever route matches.
+    ctx.consumer_pending = id ~= nil and consumer_scoped[id] or nil
+    if ctx.consumer_pending then
+      C.sl_ffi_req_set_phases(C.sl_ffi_current.r,
+        2 ^ ACCESS + 2 ^ HEADER_FILTER + 2 ^ LOG)
+    end
+  else
+    local route = state.route
+    if route and (route.overrides or ctx.selection) then
+      ctx.rechain = true
+    end
+  end
 end
 
 -- Builds every chain from the normalized config (config.lua's output).
@@ -84,18 +218,25 @@ end
 -- (1 << phase) for each phase that has plugins to run (0: never enters Lua).
 function _M.init(cfg)
   local plugins = require("sluice.plugins")
-  route_chains, rewrite_chain, in_use = {}, {}, {}
-  local instances = cfg.plugins or {}
-  for _, inst in ipairs(instances) do
-    local p = assert(plugins.load(inst.name))
-    local u = in_use[inst.name]
+  routes, rewrite_chain, in_use, consumer_scoped = {}, {}, {}, {}
+  consumers.init(cfg.consumers)
+  pdk.set_upstreams(cfg.upstreams)
+  local instances = {}
+  for i, c in ipairs(cfg.plugins or {}) do
+    local p = assert(plugins.load(c.name))
+    local inst = { name = c.name, config = c.config, plugin = p, route = c.route,
+                   service = c.service,
+                   consumer = c.consumer and cfg.consumers[c.consumer].id or nil,
+                   priority = c.priority or p.handler.PRIORITY }
+    instances[i] = inst
+    local u = in_use[c.name]
     if not u then
       u = { handler = p.handler, configs = {} }
-      in_use[inst.name] = u
+      in_use[c.name] = u
     end
-    u.configs[#u.configs + 1] = inst.config
-    if not inst.route and not inst.service then
-      local e = entry(inst, p, REWRITE)
+    u.configs[#u.configs + 1] = c.config
+    if not inst.route and not inst.service and not inst.consumer then
+      local e = entry(inst, REWRITE)
       if e then
         rewrite_chain[#rewrite_chain + 1] = e
       end
@@ -105,39 +246,61 @@ function _M.init(cfg)
 
   local info = { routes = {}, rewrite = #rewrite_chain > 0 }
   for i, route in ipairs(cfg.routes or {}) do
-    local chosen = pick(instances, i, route.service)
-    local chains, mask = {}, 0
-    for _, phase in ipairs({ ACCESS, HEADER_FILTER, LOG }) do
-      local list = {}
-      for _, inst in pairs(chosen) do
-        local e = entry(inst, assert(plugins.load(inst.name)), phase)
-        if e then
-          list[#list + 1] = e
-        end
-      end
-      tbl_sort(list, by_priority)
-      chains[phase] = list
-      if #list > 0 then
-        mask = mask + 2 ^ phase
-      end
-    end
-    route_chains[i] = chains
-    info.routes[i] = mask
+    routes[i] = build_route(instances, i, route.service)
+    -- Consumer overrides do not count: without a plugin in the route's
+    -- chain (or a global one) nothing can authenticate, so such a route
+    -- still never enters Lua.
+    info.routes[i] = routes[i].default.mask
   end
   return info
 end
 
--- The running order of a route's plugins, for `sluice check --routes`.
-function _M.describe(route_index)
+local function describe_chains(chains)
   local out = {}
-  local chains = route_chains[route_index]
-  if chains then
-    for _, phase in ipairs({ ACCESS, HEADER_FILTER, LOG }) do
-      for _, e in ipairs(chains[phase]) do
-        out[#out + 1] = PHASES[phase] .. ":" .. e.name
-      end
+  for _, phase in ipairs(ROUTE_PHASES) do
+    for _, e in ipairs(chains[phase]) do
+      -- "(consumer)" marks a consumer's own instance.
+      out[#out + 1] = PHASES[phase] .. ":" .. e.name .. (e.consumer and "(consumer)" or "")
     end
   end
+  return out
+end
+
+-- The running order of a route's plugins, for `sluice check --routes`.
+function _M.describe(route_index)
+  local route = routes[route_index]
+  return route and describe_chains(route.default.chains) or {}
+end
+
+-- The config of each plugin that runs on a route for a consumer id (nil:
+-- none) that authenticated before access: { [name] = conf }. For specs of
+-- the precedence rules.
+function _M.configs_for(route_index, consumer_id)
+  local route = routes[route_index]
+  local out = {}
+  for name, inst in pairs(resolve(route, route.default, consumer_id, nil).sel) do
+    out[name] = inst.config
+  end
+  return out
+end
+
+-- The running order for each consumer whose own instances change the
+-- route's plugins (as if it authenticated before access), for `sluice check
+-- --routes`; none on a route where no plugin runs, which nothing can
+-- authenticate on: { { consumer = "alice", chain = { "access:x", ... } }, ... },
+-- by username (else id).
+function _M.describe_consumers(route_index)
+  local route = routes[route_index]
+  local out = {}
+  if not route or (route.default.mask == 0 and #rewrite_chain == 0) then
+    return out -- nothing there can authenticate
+  end
+  for id in pairs(route.overrides or {}) do
+    local c = consumers.by_id(id)
+    out[#out + 1] = { consumer = c and (c.username or c.custom_id) or id,
+                      chain = describe_chains(resolve(route, route.default, id, nil).chains) }
+  end
+  tbl_sort(out, function(a, b) return a.consumer < b.consumer end)
   return out
 end
 
@@ -173,13 +336,26 @@ local function run_chain(chain, i, n, phase, seq)
   local e = chain[i]
   state.plugin, state.index = e.name, i
   e.fn(e.handler, e.conf)
-  if i < n then
-    if phase <= ACCESS then
-      local ctx = contexts[seq]
-      if ctx and ctx.exit_status then
+  if phase <= ACCESS then
+    local ctx = contexts[seq]
+    if ctx then
+      if ctx.exit_status then
         return
       end
+      if ctx.rechain then
+        -- This plugin authenticated: the plugins after it are the consumer's.
+        ctx.rechain = nil
+        chain = switch(ctx, state.route, e).chains[ACCESS]
+        ctx.running = chain
+        n = #chain
+        i = 0
+        while i < n and not by_priority(e, chain[i + 1]) do
+          i = i + 1
+        end
+      end
     end
+  end
+  if i < n then
     return run_chain(chain, i + 1, n, phase, seq)
   end
 end
@@ -188,6 +364,9 @@ end
 -- it back). Before the response a failure answers 500; in log the rest of
 -- the chain still runs. Returns what run_phase returns.
 local function failed(chain, phase, seq, err)
+  -- After an authentication, access runs the consumer's chain.
+  local ctx = phase == ACCESS and contexts[seq]
+  chain = ctx and ctx.running or chain
   while true do
     log_error(chain[state.index].name, phase, err)
     if phase ~= LOG then
@@ -212,11 +391,22 @@ function _M.run_phase(phase, route_index, seq)
   local chain
   if phase == REWRITE then
     chain = rewrite_chain
+    state.route = nil
   else
-    local chains = route_chains[route_index]
-    chain = chains and chains[phase]
+    local route = routes[route_index]
+    if not route then
+      return
+    end
+    state.route = route
+    local ctx = contexts[seq]
+    if ctx and ctx.consumer_pending and phase == ACCESS then
+      -- Authenticated in rewrite: the whole chain is the consumer's.
+      ctx.consumer_pending = nil
+      switch(ctx, route, nil)
+    end
+    chain = (ctx and ctx.selection or route.default).chains[phase]
   end
-  local n = chain and #chain or 0
+  local n = #chain
   if n == 0 then
     return
   end

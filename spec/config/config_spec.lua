@@ -451,6 +451,254 @@ server:
     end)
   end)
 
+  describe("consumers", function()
+    it("loads consumers with Kong's fields, deriving a stable id when there is none", function()
+      local out = ok(HEAD .. [[
+consumers:
+- username: alice
+  custom_id: crm-1
+  tags: [gold]
+- id: 0b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b
+  username: bob
+- custom_id: crm-3
+]])
+      assert.equal(3, #out.consumers)
+      local alice, bob, third = out.consumers[1], out.consumers[2], out.consumers[3]
+      assert.same({ "alice", "crm-1", { "gold" } }, { alice.username, alice.custom_id, alice.tags })
+      assert.matches("^%x+%-%x+%-5%x+%-[89ab]%x+%-%x+$", alice.id)
+      assert.equal(36, #alice.id)
+      assert.equal("0b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b", bob.id)
+      assert.is_nil(third.username)
+      -- The same username gives the same id on every load; another gives another.
+      assert.equal(alice.id, ok(HEAD .. "consumers: [{ username: alice }]\n").consumers[1].id)
+      assert.equal(alice.id, config.consumer_id("alice"))
+      assert.not_equal(alice.id, config.consumer_id(nil, "alice"))
+      assert.not_equal(alice.id, third.id)
+      assert.equal("t.yaml:3: consumers[0]: at least one of these fields must be non-empty: "
+        .. "'username', 'custom_id'\n", bad(HEAD .. "consumers:\n- tags: [x]\n"))
+    end)
+
+    it("refuses duplicate usernames, custom ids and ids, naming both places", function()
+      local err = bad(HEAD .. [[
+consumers:
+- username: alice
+  custom_id: c1
+- username: alice
+- username: Alice
+  custom_id: c1
+- id: 0b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b
+  username: x
+- id: 0b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b
+  username: y
+- id: not-a-uuid
+  username: z
+]])
+      assert.equal(table.concat({
+        't.yaml:5: consumers[1].username: duplicate consumer username "alice" (also '
+          .. "consumers[0] at line 3)",
+        't.yaml:7: consumers[2].custom_id: duplicate consumer custom_id "c1" (also '
+          .. "consumers[0] at line 3)",
+        't.yaml:10: consumers[4].id: duplicate consumer id "0b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b" '
+          .. "(also consumers[3] at line 8)",
+        't.yaml:12: consumers[5].id: expected a UUID, got "not-a-uuid"',
+        "",
+      }, "\n"), err)
+    end)
+
+    it("keeps credentials as written, nested or naming their consumer", function()
+      local out = ok(HEAD .. [[
+consumers:
+- username: alice
+  keyauth_credentials:
+  - key: k1
+  acls:
+  - group: admins
+  jwt_secrets: []
+keyauth_credentials:
+- key: k2
+  consumer: alice
+- key: k3
+  consumer: { id: ]] .. config.consumer_id("alice") .. [[ }
+basicauth_credentials:
+- username: a
+  password: p
+  consumer: { username: alice }
+]])
+      local alice = out.consumers[1]
+      assert.same({ "k1", "k2", "k3" }, { alice.keyauth_credentials[1].key,
+        alice.keyauth_credentials[2].key, alice.keyauth_credentials[3].key })
+      assert.same({ { group = "admins" } }, alice.acls)
+      assert.equal("p", alice.basicauth_credentials[1].password)
+      assert.same({}, alice.hmacauth_credentials)
+      assert.same({}, alice.oauth2_credentials)
+
+      local err = bad(HEAD .. [[
+consumers:
+- username: alice
+  acls: [admins]
+  mtls_auth_credentials: [{ subject_name: x }]
+  groups: [{ name: gold }]
+hmacauth_credentials:
+- username: u
+oauth2_credentials:
+- name: app
+  consumer: nobody
+]])
+      assert.equal(table.concat({
+        't.yaml:4: consumers[0].acls[0]: expected a mapping, got string "admins"',
+        "t.yaml:5: consumers[0].mtls_auth_credentials: mtls-auth credentials are not supported "
+          .. "yet (TLS comes in a later release)",
+        "t.yaml:6: consumers[0].groups: consumer groups are not supported yet",
+        "t.yaml:8: hmacauth_credentials[0]: a top-level credential needs 'consumer: USERNAME' "
+          .. "(or nest it under its consumer)",
+        't.yaml:11: oauth2_credentials[0].consumer: no consumer with username or id "nobody"',
+        "",
+      }, "\n"), err)
+    end)
+
+    it("scopes plugins to consumers: nested, top-level, and next to a route or service", function()
+      local out = ok(HEAD .. [[
+services:
+- name: s1
+  host: a
+  plugins:
+  - name: request-termination
+    consumer: bob
+    config: { status_code: 401 }
+  routes:
+  - name: r1
+    paths: [/]
+    plugins:
+    - name: request-termination
+      consumer: { username: alice }
+      config: { status_code: 402 }
+consumers:
+- username: alice
+  plugins:
+  - name: request-termination
+    config: { status_code: 403 }
+  - name: pre-function
+    route: r1
+    service: s1
+- username: bob
+plugins:
+- name: request-termination
+  consumer: ]] .. config.consumer_id("bob") .. [[
+
+  route: r1
+  config: { status_code: 404 }
+- name: post-function
+  consumer: alice
+]])
+      local by = {}
+      for _, p in ipairs(out.plugins) do
+        by[p.name .. ":" .. tostring(p.route) .. ":" .. tostring(p.service) .. ":"
+          .. tostring(p.consumer)] = p
+      end
+      assert.equal(401, by["request-termination:nil:1:2"].config.status_code)
+      assert.equal(402, by["request-termination:1:nil:1"].config.status_code)
+      assert.equal(403, by["request-termination:nil:nil:1"].config.status_code)
+      assert.equal(404, by["request-termination:1:nil:2"].config.status_code)
+      assert.truthy(by["pre-function:1:1:1"])
+      assert.truthy(by["post-function:nil:nil:1"])
+    end)
+
+    it("picks the most specific instance per route and consumer, as Kong does", function()
+      -- One request-termination instance per scope, told apart by status code:
+      -- 401 global, 402 service, 403 route, 404 consumer, 405 route+service,
+      -- 406 service+consumer, 407 route+consumer, 408 route+service+consumer.
+      local cfg = ok(HEAD .. [[
+services:
+- name: s1
+  host: a
+  plugins: [{ name: request-termination, config: { status_code: 402 } }]
+  routes:
+  - { name: r-route, paths: [/route] }
+  - { name: r-both, paths: [/both] }
+  - { name: r-plain, paths: [/plain] }
+- name: s2
+  host: b
+  routes:
+  - { name: r-other, paths: [/other] }
+consumers:
+- username: alice
+  plugins: [{ name: request-termination, config: { status_code: 404 } }]
+- username: bob
+- username: carol
+- username: dave
+plugins:
+- { name: request-termination, config: { status_code: 401 } }
+- { name: request-termination, route: r-route, config: { status_code: 403 } }
+- { name: request-termination, route: r-both, service: s1, config: { status_code: 405 } }
+- { name: request-termination, service: s1, consumer: carol, config: { status_code: 406 } }
+- { name: request-termination, route: r-route, consumer: bob, config: { status_code: 407 } }
+- name: request-termination
+  route: r-both
+  service: s1
+  consumer: dave
+  config: { status_code: 408 }
+]])
+      local runner = require("sluice.runner")
+      runner.init(cfg)
+      local route_of = {}
+      for i, r in ipairs(cfg.routes) do
+        route_of[r.name] = i
+      end
+      local function status(route, username)
+        local id = username and config.consumer_id(username)
+        return runner.configs_for(route_of[route], id)["request-termination"].status_code
+      end
+      local want = {
+        --         none alice bob  carol dave
+        ["r-route"] = { 403, 404, 407, 406, 403 },
+        ["r-both"] = { 405, 405, 405, 406, 408 },
+        ["r-plain"] = { 402, 404, 402, 406, 402 },
+        ["r-other"] = { 401, 404, 401, 401, 401 },
+      }
+      for route, codes in pairs(want) do
+        local got = { status(route, nil) }
+        for _, who in ipairs({ "alice", "bob", "carol", "dave" }) do
+          got[#got + 1] = status(route, who)
+        end
+        assert.same(codes, got, route)
+      end
+      -- An id no consumer has, or a consumer without instances: the defaults.
+      assert.equal(403, status("r-route", "nobody"))
+    end)
+
+    it("names the consumer it cannot find, and refuses the same scope twice", function()
+      local err = bad(HEAD .. [[
+consumers:
+- username: alice
+  plugins:
+  - name: request-termination
+    consumer: alice
+  - name: post-function
+    route: nowhere
+plugins:
+- name: request-termination
+  consumer: nobody
+- name: post-function
+  consumer: { name: alice }
+- name: pre-function
+  consumer: alice
+- name: pre-function
+  consumer: { username: alice }
+]])
+      assert.equal(table.concat({
+        "t.yaml:6: consumers[0].plugins[0].consumer: a plugin nested under a consumer belongs to "
+          .. "it: remove this field",
+        't.yaml:8: consumers[0].plugins[1].route: no route named "nowhere"',
+        't.yaml:11: plugins[0].consumer: no consumer with username or id "nobody"',
+        "t.yaml:13: plugins[1].consumer: expected a username or an id, or a mapping with "
+          .. "'username' or 'id'",
+        "t.yaml:16: plugins[3].name: plugin \"pre-function\" is configured twice for the same "
+          .. "scope (also plugins[2] at line 14)",
+        "",
+      }, "\n"), err)
+    end)
+  end)
+
   describe("the document", function()
     it("needs a supported _format_version", function()
       assert.equal("t.yaml:1: _format_version: required field missing\n", bad("services: []\n"))
@@ -465,13 +713,13 @@ server:
         bad(HEAD .. "service: []\n"))
     end)
 
-    it("refuses unknown plugins, consumers and certificates at any level", function()
-      ok(HEAD .. "plugins: []\nconsumers: []\ncertificates: []\n")
+    it("refuses unknown plugins, consumer groups and certificates at any level", function()
+      ok(HEAD .. "plugins: []\nconsumer_groups: []\ncertificates: []\n")
       local err = bad(HEAD .. [[
 plugins:
 - name: no-such-plugin
-consumers:
-- username: bob
+consumer_groups:
+- name: gold
 certificates:
 - cert: x
 services:
@@ -482,7 +730,7 @@ services:
     plugins: [{ name: key-auth-unknown }]
 ]])
       assert.matches("t.yaml:3: plugins%[0%]%.name: plugin 'no%-such%-plugin' not found", err)
-      assert.matches("t.yaml:4: consumers: consumers are not supported yet", err)
+      assert.matches("t.yaml:4: consumer_groups: consumer groups are not supported yet", err)
       assert.matches("t.yaml:6: certificates: certificates are not supported yet", err)
       assert.matches("t.yaml:10: services%[0%]%.plugins%[0%]%.name: plugin 'cors%-unknown' "
         .. "not found", err)

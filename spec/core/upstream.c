@@ -1,5 +1,6 @@
 /* upstream.c: tests for the per-worker keep-alive pool in core/upstream.c, over real sockets. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -135,5 +136,58 @@ TEST(pool_drops_a_connection_the_upstream_closed)
         usleep(1000);
     }
     ASSERT_EQ(f.peer.nidle, 0);
+    fixture_done(&f);
+}
+
+static struct sockaddr_storage loopback(uint16_t port, socklen_t *len)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    sin->sin_family = AF_INET;
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin->sin_port = htons(port);
+    *len = sizeof(*sin);
+    return ss;
+}
+
+TEST(adhoc_peers_are_one_per_address_and_host_and_reuse_idle_slots)
+{
+    pool_fixture_t f;
+    ASSERT_OK(fixture_init(&f, 8, 100));
+    socklen_t len;
+    struct sockaddr_storage a = loopback(f.target.port, &len);
+    sl_peer_t *p1 = sl_adhoc_peer_get(&f.w, &a, len, "127.0.0.1", 9, f.target.port);
+    ASSERT(p1 != NULL);
+    ASSERT(sl_adhoc_peer_get(&f.w, &a, len, "127.0.0.1", 9, f.target.port) == p1);
+    /* The same address under another Host text is another peer. */
+    sl_peer_t *p2 = sl_adhoc_peer_get(&f.w, &a, len, "localhost", 9, f.target.port);
+    ASSERT(p2 != NULL && p2 != p1);
+    ASSERT(strcmp(p2->conf->host, "localhost") == 0);
+
+    /* A pooled connection stays with its peer. */
+    sl_upconn_t *u = sl_upconn_get(&f.w, p1, REQ);
+    ASSERT(u != NULL);
+    sl_upconn_release(u, 1);
+    ASSERT_EQ(p1->nidle, 1);
+
+    /* Busy peers are never taken; when every slot is busy, EBUSY. */
+    for (int i = 0; i < SL_ADHOC_PEERS; i++) {
+        struct sockaddr_storage b = loopback((uint16_t)(20000 + i), &len);
+        sl_peer_t *p = sl_adhoc_peer_get(&f.w, &b, len, "127.0.0.1", 9, (uint16_t)(20000 + i));
+        ASSERT(p != NULL);
+        p->active = 1;
+    }
+    struct sockaddr_storage c = loopback(30000, &len);
+    errno = 0;
+    ASSERT(sl_adhoc_peer_get(&f.w, &c, len, "127.0.0.1", 9, 30000) == NULL);
+    ASSERT_EQ(errno, EBUSY);
+    /* An idle slot is reused: its pooled connections are closed first. */
+    for (int i = 0; i < SL_ADHOC_PEERS; i++)
+        f.w.adhoc[i].peer.active = 0;
+    ASSERT(sl_adhoc_peer_get(&f.w, &c, len, "127.0.0.1", 9, 30000) != NULL);
+
+    sl_adhoc_peers_destroy(&f.w);
+    ASSERT(f.w.adhoc == NULL);
     fixture_done(&f);
 }

@@ -117,6 +117,23 @@ describe("pdk: bad arguments are raised before the phase is checked", function()
     { "service.request.set_query", { "a=1" },
       "bad argument #1 to 'set_query' (table expected, got string)" },
     { "sleep", { -1 }, "bad argument #1 to 'sleep' (non-negative number expected, got number)" },
+    { "client.authenticate", {},
+      "bad argument #1 to 'authenticate' (a consumer or a credential expected, got neither)" },
+    { "client.authenticate", { "alice" },
+      "bad argument #1 to 'authenticate' (table or nil expected, got string)" },
+    { "client.load_consumer", { "alice" },
+      "bad argument #1 to 'load_consumer' (consumer ids are UUIDs; pass true as argument #2 "
+        .. "to look up a username)" },
+    { "client.load_consumer", { nil, true },
+      "bad argument #1 to 'load_consumer' (string expected, got nil)" },
+    { "service.set_upstream", { 7 },
+      "bad argument #1 to 'set_upstream' (string expected, got number)" },
+    { "service.set_target", { "127.0.0.1", 65536 },
+      "bad argument #2 to 'set_target' (integer from 1 to 65535 expected, got 65536)" },
+    { "service.set_timeouts", { 1, "2", 3 },
+      "bad argument #2 to 'set_timeouts' (integer from 1 to 2147483646 expected, got string)" },
+    { "service.set_retries", { 0.5 },
+      "bad argument #1 to 'set_retries' (integer from 0 to 32767 expected, got 0.5)" },
   }
   for _, case in ipairs(cases) do
     local path, args, message = case[1], case[2], case[3]
