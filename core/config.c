@@ -255,6 +255,8 @@ static void compile_server(loader_t *ld, int t)
     s->max_header_size = (size_t)get_num(ld, t, "max_header_size", 32768);
     s->max_headers = (size_t)get_num(ld, t, "max_headers", 100);
     s->max_body_size = (uint64_t)get_num(ld, t, "max_body_size", 0);
+    s->client_body_buffer_size = (size_t)get_num(ld, t, "client_body_buffer_size", 1048576);
+    s->response_body_buffer_size = (size_t)get_num(ld, t, "response_body_buffer_size", 1048576);
     s->client_header_timeout = (int)get_num(ld, t, "client_header_timeout", 60000);
     s->client_body_timeout = (int)get_num(ld, t, "client_body_timeout", 60000);
     s->keepalive_timeout = (int)get_num(ld, t, "keepalive_timeout", 75000);
@@ -856,6 +858,8 @@ static void summary_server(const sl_config_t *cf, FILE *out)
         fprintf(out, ", body unlimited");
     else
         print_size(out, ", body", s->max_body_size);
+    print_size(out, ", body buffers: request", s->client_body_buffer_size);
+    print_size(out, ", response", s->response_body_buffer_size);
     fputc('\n', out);
     if (s->nshared_dicts > 0) {
         fprintf(out, "  %-11s", "shared");

@@ -597,6 +597,12 @@ local server_schema = {
                       description = "Most request header lines (431 beyond)." } },
     { max_body_size = { type = "size", default = 0, between = { 0, 2 ^ 53 },
                         description = "Largest request body (413 beyond); 0 = unlimited." } },
+    { client_body_buffer_size = server_size("1m", 0,
+        "Largest request body sluice.request.get_raw_body reads whole; a larger body "
+        .. "streams upstream untouched.") },
+    { response_body_buffer_size = server_size("1m", 0,
+        "Largest response body a plugin buffers whole (get_raw_body in body_filter, "
+        .. "enable_buffering); a larger body streams.") },
     { client_header_timeout = server_duration("60s", 1, "Time to receive a request head.") },
     { client_body_timeout = server_duration("60s", 1, "Time between two body reads.") },
     { keepalive_timeout = server_duration("75s", 0,
