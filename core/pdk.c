@@ -115,17 +115,16 @@ SL_EXPORT int sl_ffi_header_get(sl_request_t *r, int target, const char *name, s
     return SL_DECLINED;
 }
 
-SL_EXPORT int sl_ffi_req_get_body(sl_request_t *r, const char **body, size_t *len)
+SL_EXPORT int sl_ffi_req_read_body(sl_request_t *r, int id, const char **body, size_t *len,
+                                   const char **err)
 {
-    if (r->h.body == SL_HTTP_BODY_NONE)
-        return SL_DECLINED;
-    /* Only a Content-Length body that arrived whole and was not sent yet can
-     * be read in place; chunked and larger bodies come with body streaming. */
-    if (r->h.body != SL_HTTP_BODY_LENGTH || !r->body_done || r->body_trimmed)
-        return SL_AGAIN;
-    *body = r->c->in->data + r->head_len;
-    *len = (size_t)r->h.content_length;
-    return SL_OK;
+    return sl_proxy_read_body(r, id, body, len, err);
+}
+
+SL_EXPORT int sl_ffi_req_set_body(sl_request_t *r, int id, const char *body, size_t len,
+                                  const char **err)
+{
+    return sl_proxy_set_body(r, id, body, len, err);
 }
 
 SL_EXPORT double sl_ffi_req_start_time(sl_request_t *r)
@@ -373,6 +372,84 @@ SL_EXPORT int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **e
         return SL_ERROR;
     }
     r->client_status = status;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_resp_get_chunk(sl_request_t *r, const char **data, size_t *len, int *eof,
+                                    size_t *limit)
+{
+    *limit = r->c->w->cf->server.response_body_buffer_size;
+    if (r->phase != SL_PHASE_BODY_FILTER) {
+        *data = "";
+        *len = 0;
+        *eof = 0;
+        return SL_DECLINED;
+    }
+    *data = r->chunk != NULL ? r->chunk : "";
+    *len = r->chunk_len;
+    *eof = r->chunk_eof;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_resp_set_chunk(sl_request_t *r, const char *data, size_t len, const char **err)
+{
+    if (r->phase != SL_PHASE_BODY_FILTER) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (sl_bytes_set(&r->fbuf, data, len) != SL_OK) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    r->chunk_set = 1;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_resp_enable_buffering(sl_request_t *r, const char **err)
+{
+    if (r->phase != SL_PHASE_REWRITE && r->phase != SL_PHASE_ACCESS) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    r->buffering = 1;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_upstream_body(sl_request_t *r, const char **body, size_t *len,
+                                   const char **err)
+{
+    if (r->phase != SL_PHASE_HEADER_FILTER && r->phase != SL_PHASE_BODY_FILTER) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (!r->buffering || !r->resp_head_parsed)
+        return SL_DECLINED;
+    if (r->buffer_over) {
+        *err = "response body did not fit into response body buffer, consider raising "
+               "'response_body_buffer_size'";
+        return SL_ERROR;
+    }
+    *body = r->ubody.data != NULL ? r->ubody.data : "";
+    *len = r->ubody.len;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_resp_set_body(sl_request_t *r, const char *body, size_t len, const char **err)
+{
+    if (r->phase != SL_PHASE_HEADER_FILTER) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (!r->buffering || r->buffer_over || !r->resp_head_parsed) {
+        *err = "the response body is not buffered (call "
+               "sluice.service.request.enable_buffering in access)";
+        return SL_ERROR;
+    }
+    if (sl_bytes_set(&r->fbuf, body, len) != SL_OK) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    r->body_set = 1;
     return SL_OK;
 }
 

@@ -36,6 +36,15 @@ enum {
     UF_BAD_RESPONSE, /* not HTTP, or over the limits */
 };
 
+/* What plugins did with the request body (req->rbody_state). */
+enum {
+    RB_NONE = 0, /* untouched: the body streams upstream from c->in */
+    RB_READING,  /* a plugin waits for the whole body, gathered in rbody */
+    RB_DRAINING, /* rbody was replaced; the client's own body is read and dropped */
+    RB_FULL,     /* rbody is the whole body sent upstream */
+    RB_OVER,     /* past client_body_buffer_size: rbody is a raw prefix, the rest streams */
+};
+
 /* Convention: functions in this file return SL_DONE when the request is over,
  * finished or its connection closed; the caller must then touch neither the
  * request nor the connection. SL_OK means "in progress, waiting for I/O". */
@@ -67,6 +76,10 @@ static int proxy_request(sl_request_t *req);
 static int lua_result(sl_request_t *req, int rc);
 static int lua_continue(sl_request_t *req, int id);
 static int respond_exit(sl_request_t *req);
+static int run_body_filter(sl_request_t *req, const char *data, size_t len, int eof,
+                           const char **out, size_t *olen);
+
+#define HAS_PHASE(req, p) ((req)->route != NULL && runs_phase((req), (p)))
 static int scan_body(sl_request_t *req);
 static void request_timer_set(sl_request_t *req, int ms);
 
@@ -128,6 +141,9 @@ static void request_put(sl_worker_t *w, sl_request_t *req)
     sl_buf_put(w, req->out);
     sl_buf_put(w, req->resp);
     req->out = req->resp = NULL;
+    sl_bytes_free(&req->rbody);
+    sl_bytes_free(&req->ubody);
+    sl_bytes_free(&req->fbuf);
     if (req->co != NULL || !sl_queue_empty(&req->waits))
         sl_lua_release(req);
     if (w->nfree_reqs >= MAX_REQUESTS_FREE) {
@@ -340,6 +356,9 @@ static int respond(sl_conn_t *c, sl_request_t *req, int status, const char *ctyp
     req->out_sent = 0;
     req->resp_done = 1;
     req->state = RQ_LOCAL;
+    req->filter = 0;
+    /* Upstream bytes are no longer sent (the head stays for the log phase). */
+    req->resp_sent = req->resp_scan = 0;
     if (req->up != NULL) {
         sl_upconn_close(req->up);
         req->up = NULL;
@@ -368,9 +387,11 @@ static int respond_exit(sl_request_t *req)
     size_t blen = 0;
     int status = sl_lua_exit(req, &body, &blen);
     req->status = status;
-    if (req->route != NULL && runs_phase(req, SL_PHASE_HEADER_FILTER)) {
-        /* The route's header_filter plugins see this response too, as in
-         * Kong; the body and headers are kept aside while they run. */
+    int hf = HAS_PHASE(req, SL_PHASE_HEADER_FILTER), bf = HAS_PHASE(req, SL_PHASE_BODY_FILTER);
+    if (hf || bf) {
+        /* The route's header_filter and body_filter plugins see this response
+         * too, as in Kong; the body and headers are kept aside while they
+         * run. body_filter gets the whole body in one last call. */
         char *copy = NULL;
         if (blen > 0) {
             if (req->arena == NULL)
@@ -380,16 +401,19 @@ static int respond_exit(sl_request_t *req)
                 return respond_error(c, req, 500, "An unexpected error occurred", 1);
             memcpy(copy, body, blen);
         }
+        body = copy;
         int href = sl_lua_exit_keep_headers(req);
-        int rc = sl_lua_phase(req, SL_PHASE_HEADER_FILTER);
+        int rc = hf ? sl_lua_phase(req, SL_PHASE_HEADER_FILTER) : SL_OK;
+        if (rc == SL_OK && req->client_status)
+            status = req->status = req->client_status;
+        if (rc == SL_OK && bf)
+            rc = run_body_filter(req, body != NULL ? body : "", blen, 1, &body, &blen);
         sl_lua_exit_restore_headers(req, href);
         if (rc != SL_OK) {
-            SL_LOG(SL_LOG_ERR, "header_filter failed on a plugin's response");
+            SL_LOG(SL_LOG_ERR, "%s failed on a plugin's response",
+                   req->phase == SL_PHASE_BODY_FILTER ? "body_filter" : "header_filter");
             return respond_error(c, req, 500, "An unexpected error occurred", !req->body_done);
         }
-        if (req->client_status)
-            status = req->status = req->client_status;
-        body = copy;
     }
     return respond(c, req, status, NULL, body, blen, 0, req->co);
 }
@@ -744,7 +768,12 @@ static int build_upstream_head(sl_request_t *req)
         put(&o, h->path, h->path_len);
     PUT_LIT(&o, "\r\n");
 
-    if (h->body == SL_HTTP_BODY_LENGTH) {
+    if (req->rbody_state == RB_FULL) {
+        /* A body plugins read or replaced is sent whole, whatever its framing was. */
+        PUT_LIT(&o, "Content-Length: ");
+        put_u64(&o, req->rbody.len);
+        PUT_LIT(&o, "\r\n");
+    } else if (h->body == SL_HTTP_BODY_LENGTH) {
         PUT_LIT(&o, "Content-Length: ");
         put_u64(&o, (uint64_t)h->content_length);
         PUT_LIT(&o, "\r\n");
@@ -880,27 +909,34 @@ static int route_request(sl_request_t *req)
     return proxy_request(req);
 }
 
+/* Answers "Expect: 100-continue" when the body is about to be read and the
+ * client has sent none of it. Returns SL_ERROR when the client is gone. */
+static int send_continue(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    if (!(req->h.flags & SL_HTTP_F_EXPECT_100) || req->continue_sent || req->body_done ||
+        c->in->end != req->head_len)
+        return SL_OK;
+    /* A fresh connection's socket buffer always takes these few bytes. */
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    struct iovec iov = {(void *)cont, sizeof(cont) - 1};
+    size_t written;
+    req->continue_sent = 1;
+    return sl_io_writev_all(&c->sock, &iov, 1, &written) == SL_OK ? SL_OK : SL_ERROR;
+}
+
 /* The access plugins let the request through: send it upstream. */
 static int proxy_request(sl_request_t *req)
 {
     sl_conn_t *c = req->c;
     sl_worker_t *w = c->w;
-    sl_http_request_t *h = &req->h;
 
     req->out = sl_buf_get(w);
     if (req->out == NULL)
         return respond_error(c, req, 500, "An unexpected error occurred", 1);
-
-    if ((h->flags & SL_HTTP_F_EXPECT_100) && !req->body_done && c->in->end == req->head_len) {
-        /* The client waits for this before sending the body; a fresh
-         * connection's socket buffer always takes these few bytes. */
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        struct iovec iov = {(void *)cont, sizeof(cont) - 1};
-        size_t written;
-        if (sl_io_writev_all(&c->sock, &iov, 1, &written) != SL_OK) {
-            sl_conn_close(c);
-            return SL_DONE;
-        }
+    if (send_continue(req) != SL_OK) {
+        sl_conn_close(c);
+        return SL_DONE;
     }
     req->upstream_start = now_seconds();
     return connect_upstream(req);
@@ -1053,6 +1089,7 @@ static int upstream_fail(sl_request_t *req, int why, int err)
     if (retry) {
         req->out_sent = 0;
         req->body_sent = req->head_len;
+        req->rbody_sent = 0;
         if (req->resp != NULL)
             req->resp->start = req->resp->end = 0;
         return connect_upstream(req);
@@ -1169,17 +1206,185 @@ static int scan_body(sl_request_t *req)
     return SL_OK;
 }
 
-/* Writes the head and whatever body is ready to the upstream. */
+/* --- request bodies in Lua ------------------------------------------------------ */
+
+/* Decodes the chunked body gathered raw in b, in place (the payload only moves
+ * left). The framing was checked as it arrived. */
+static void dechunk_in_place(sl_bytes_t *b)
+{
+    sl_http_chunked_t ch;
+    memset(&ch, 0, sizeof(ch));
+    size_t r = 0, w = 0;
+    while (r < b->len && ch.state != SL_CHUNKED_DONE) {
+        const char *data;
+        size_t dlen;
+        int n = sl_http_chunked_parse(&ch, b->data + r, b->len - r, &data, &dlen);
+        if (n <= 0)
+            break;
+        memmove(b->data + w, data, dlen);
+        w += dlen;
+        r += (size_t)n;
+    }
+    b->len = w;
+}
+
+/* Moves the body bytes scan_body found in c->in into rbody (RB_READING) or
+ * drops them (RB_DRAINING), leaving c->in with the head and whatever follows
+ * a complete body. Raw bytes are gathered (chunked framing included) so that
+ * a body found too large can still go upstream exactly as it came. Returns 1
+ * when the waiting plugin can go on (the body is complete, or too large),
+ * else 0. */
+static int absorb_body(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    sl_buf_t *in = c->in;
+    size_t n = req->body_scan - req->head_len;
+
+    if (req->rbody_state == RB_READING) {
+        size_t limit = c->w->cf->server.client_body_buffer_size;
+        uint64_t decoded =
+            req->h.body == SL_HTTP_BODY_CHUNKED ? req->chunked.total : req->rbody.len + n;
+        /* Framing counts too, but tiny chunks must not make it unbounded. */
+        if (decoded > limit || req->rbody.len + n > 2 * (uint64_t)limit + 65536 ||
+            sl_bytes_append(&req->rbody, in->data + req->head_len, n) != SL_OK) {
+            /* What is gathered goes first, the rest streams from c->in. */
+            req->rbody_state = RB_OVER;
+            return 1;
+        }
+    }
+    if (n > 0) {
+        memmove(in->data + req->head_len, in->data + req->body_scan, in->end - req->body_scan);
+        in->end -= n;
+        req->body_scan = req->body_sent = req->head_len;
+    }
+    if (!req->body_done) {
+        sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.client_body_timeout);
+        if (!(c->events & EV_READ) && in->end < in->size)
+            sl_conn_watch(c, c->events | EV_READ);
+        return 0;
+    }
+    if (req->rbody_state == RB_READING && req->h.body == SL_HTTP_BODY_CHUNKED)
+        dechunk_in_place(&req->rbody);
+    req->rbody_state = RB_FULL;
+    return 1;
+}
+
+static void rbody_wait_cancel(sl_wait_t *w)
+{
+    w->id = 0;
+}
+
+/* Registers the plugin thread `id` as the one waiting for the body. Returns
+ * SL_OK, or SL_ERROR when the client is gone. */
+static int rbody_wait(sl_request_t *req, int id)
+{
+    sl_conn_t *c = req->c;
+    if (send_continue(req) != SL_OK)
+        return SL_ERROR;
+    sl_lua_wait_add(req, &req->rbody_wait, id, rbody_wait_cancel);
+    sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.client_body_timeout);
+    if (!(c->events & EV_READ) && c->in->end < c->in->size)
+        sl_conn_watch(c, c->events | EV_READ);
+    return SL_OK;
+}
+
+/* The body the plugin waits for is in (or too large): resume it. */
+static int rbody_wake(sl_request_t *req)
+{
+    int id = req->rbody_wait.id;
+    if (id == 0)
+        return SL_OK;
+    sl_lua_wait_done(&req->rbody_wait);
+    req->rbody_wait.id = 0;
+    if (req->state != RQ_LUA)
+        return SL_OK;
+    return lua_continue(req, id);
+}
+
+static const char *const ERR_BODY_BUSY = "another thread waits for the request body";
+static const char *const ERR_BODY_PHASE = "not allowed in this phase";
+
+int sl_proxy_read_body(sl_request_t *req, int id, const char **body, size_t *len, const char **err)
+{
+    if (req->phase != SL_PHASE_REWRITE && req->phase != SL_PHASE_ACCESS) {
+        *err = ERR_BODY_PHASE;
+        return SL_ERROR;
+    }
+    if (req->rbody_wait.id != 0) {
+        *err = ERR_BODY_BUSY;
+        return SL_ERROR;
+    }
+    if (req->rbody_state == RB_NONE) {
+        const sl_server_conf_t *s = &req->c->w->cf->server;
+        if (req->h.body == SL_HTTP_BODY_NONE)
+            return SL_DECLINED;
+        if (req->h.body == SL_HTTP_BODY_LENGTH &&
+            (uint64_t)req->h.content_length > s->client_body_buffer_size) {
+            req->rbody_state = RB_OVER;
+        } else {
+            req->rbody_state = RB_READING;
+            if (!absorb_body(req)) {
+                if (rbody_wait(req, id) != SL_OK) {
+                    *err = "the client closed the connection";
+                    return SL_ERROR;
+                }
+                return SL_AGAIN;
+            }
+        }
+    }
+    if (req->rbody_state == RB_OVER) {
+        *err = "request body did not fit into client body buffer, consider raising "
+               "'client_body_buffer_size'";
+        return SL_ERROR;
+    }
+    *body = req->rbody.data != NULL ? req->rbody.data : "";
+    *len = req->rbody.len;
+    return SL_OK;
+}
+
+int sl_proxy_set_body(sl_request_t *req, int id, const char *body, size_t len, const char **err)
+{
+    if (req->phase != SL_PHASE_REWRITE && req->phase != SL_PHASE_ACCESS) {
+        *err = ERR_BODY_PHASE;
+        return SL_ERROR;
+    }
+    if (req->rbody_wait.id != 0) {
+        *err = ERR_BODY_BUSY;
+        return SL_ERROR;
+    }
+    if (sl_bytes_set(&req->rbody, body, len) != SL_OK) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    /* The client's own body is read to its end and dropped, so that the
+     * connection can carry the next request. */
+    req->rbody_state = RB_DRAINING;
+    if (absorb_body(req))
+        return SL_OK;
+    if (rbody_wait(req, id) != SL_OK) {
+        *err = "the client closed the connection";
+        return SL_ERROR;
+    }
+    return SL_AGAIN;
+}
+
+/* Writes the head and whatever body is ready to the upstream: the head, then
+ * the body plugins read or set (rbody), then body bytes streaming from c->in. */
 static int upstream_send(sl_request_t *req)
 {
     sl_conn_t *c = req->c;
     sl_upconn_t *u = req->up;
-    struct iovec iov[2];
+    struct iovec iov[3];
     int n = 0;
+    int has_rbody = req->rbody_state == RB_FULL || req->rbody_state == RB_OVER;
 
     if (req->out_sent < req->out->end) {
         iov[n].iov_base = req->out->data + req->out_sent;
         iov[n++].iov_len = req->out->end - req->out_sent;
+    }
+    if (has_rbody && req->rbody_sent < req->rbody.len) {
+        iov[n].iov_base = req->rbody.data + req->rbody_sent;
+        iov[n++].iov_len = req->rbody.len - req->rbody_sent;
     }
     if (req->body_sent < req->body_scan) {
         iov[n].iov_base = c->in->data + req->body_sent;
@@ -1191,7 +1396,14 @@ static int upstream_send(sl_request_t *req)
         size_t head_left = req->out->end - req->out_sent;
         size_t from_head = done < head_left ? done : head_left;
         req->out_sent += from_head;
-        req->body_sent += done - from_head;
+        done -= from_head;
+        if (has_rbody) {
+            size_t rleft = req->rbody.len - req->rbody_sent;
+            size_t from_rbody = done < rleft ? done : rleft;
+            req->rbody_sent += from_rbody;
+            done -= from_rbody;
+        }
+        req->body_sent += done;
         if (rc == SL_AGAIN) {
             req->state = RQ_SENDING;
             sl_upconn_watch(u, EV_READ | EV_WRITE);
@@ -1223,7 +1435,11 @@ static int upstream_send(sl_request_t *req)
     return SL_OK;
 }
 
-/* Builds the client's response head from the upstream's into req->out. */
+/* Builds the client's response head from the upstream's into req->out. In
+ * filter mode the body's framing is sluice's own: a Content-Length when the
+ * whole body is known (buffered; its bytes are the pending output), else
+ * chunked for HTTP/1.1 clients and close-delimited for HTTP/1.0 ones, as
+ * nginx does once a body filter may change the body. */
 static int build_response_head(sl_request_t *req)
 {
     sl_conn_t *c = req->c;
@@ -1231,11 +1447,21 @@ static int build_response_head(sl_request_t *req)
     const sl_server_conf_t *s = &c->w->cf->server;
     writer_t o = {req->out->data, req->out->data + req->out->size, 0};
     char line[32];
+    int has_body = r->body != SL_HTTP_BODY_NONE;
+    int whole = req->filter && req->buffering && !req->buffer_over && has_body;
+    int close_delimited;
 
     req->resp_body = r->body;
-    req->dechunk = r->body == SL_HTTP_BODY_CHUNKED && req->h.version == 10;
+    if (req->filter) {
+        req->dechunk = r->body == SL_HTTP_BODY_CHUNKED;
+        req->chunked_out = has_body && !whole && req->h.version == 11;
+        close_delimited = has_body && !whole && req->h.version == 10;
+    } else {
+        req->dechunk = r->body == SL_HTTP_BODY_CHUNKED && req->h.version == 10;
+        close_delimited = r->body == SL_HTTP_BODY_CLOSE || req->dechunk;
+    }
     req->keepalive = (req->h.flags & SL_HTTP_F_KEEPALIVE) && !c->closing && !c->w->shutting_down &&
-                     r->body != SL_HTTP_BODY_CLOSE && !req->dechunk &&
+                     !close_delimited &&
                      (s->keepalive_requests <= 0 || c->requests < (uint32_t)s->keepalive_requests);
 
     int status = req->client_status ? req->client_status : r->status;
@@ -1251,7 +1477,8 @@ static int build_response_head(sl_request_t *req)
     int conn_hdrs = (r->flags & SL_HTTP_F_CONN_HDRS) != 0;
     for (size_t i = 0; i < r->nheaders; i++) {
         const sl_http_header_t *hd = &r->headers[i];
-        if (is_hop_by_hop(hd) && !SL_IEQ(hd->name, hd->name_len, "content-length"))
+        if (is_hop_by_hop(hd) &&
+            (!SL_IEQ(hd->name, hd->name_len, "content-length") || (req->filter && has_body)))
             continue;
         if (conn_hdrs && listed_in_connection(r->headers, r->nheaders, hd))
             continue;
@@ -1260,8 +1487,14 @@ static int build_response_head(sl_request_t *req)
         put_header(&o, hd->name, hd->name_len, hd->value, hd->value_len);
     }
     put_client_ops(&o, req);
-    if (r->body == SL_HTTP_BODY_CHUNKED && !req->dechunk)
+    if (whole) {
+        PUT_LIT(&o, "Content-Length: ");
+        put_u64(&o, req->odata_len);
+        PUT_LIT(&o, "\r\n");
+    } else if (req->chunked_out ||
+               (!req->filter && r->body == SL_HTTP_BODY_CHUNKED && !req->dechunk)) {
         PUT_LIT(&o, "Transfer-Encoding: chunked\r\n");
+    }
     if (!req->keepalive)
         PUT_LIT(&o, "Connection: close\r\n");
     else if (req->h.version == 10)
@@ -1338,6 +1571,145 @@ static int scan_response(sl_request_t *req)
     return SL_OK;
 }
 
+/* Runs the route's body_filter chain on data[0, len); eof says it is the last
+ * call. *out, *olen get what the plugins made of it: data itself, or a copy
+ * in req->fbuf. Returns SL_OK, or SL_ERROR when a plugin failed (the runner
+ * logged it with the plugin's name and a traceback). */
+static int run_body_filter(sl_request_t *req, const char *data, size_t len, int eof,
+                           const char **out, size_t *olen)
+{
+    *out = data;
+    *olen = len;
+    if (!HAS_PHASE(req, SL_PHASE_BODY_FILTER))
+        return SL_OK;
+    req->chunk = data;
+    req->chunk_len = len;
+    req->chunk_eof = eof;
+    req->chunk_set = 0;
+    int rc = sl_lua_phase(req, SL_PHASE_BODY_FILTER);
+    req->chunk = NULL;
+    if (rc == SL_AGAIN)
+        SL_LOG(SL_LOG_ERR, "a plugin tried to yield in body_filter");
+    if (rc != SL_OK)
+        return SL_ERROR;
+    if (req->chunk_set) {
+        *out = req->fbuf.data != NULL ? req->fbuf.data : "";
+        *olen = req->fbuf.len;
+    }
+    return SL_OK;
+}
+
+/* Filter mode: runs body_filter on the next piece of the body and makes what
+ * it returns the pending output, framed for the client. */
+static int filter_piece(sl_request_t *req, const char *data, size_t len, int eof)
+{
+    const char *out;
+    size_t olen;
+    if (run_body_filter(req, data, len, eof, &out, &olen) != SL_OK)
+        return SL_ERROR;
+    if (eof)
+        req->filter_eof = 1;
+    if (req->resp_body == SL_HTTP_BODY_NONE)
+        olen = 0; /* HEAD, 204, 304: the eof call runs, nothing is sent */
+    req->ohead_len = req->otail_len = 0;
+    if (req->chunked_out) {
+        if (olen > 0) {
+            req->ohead_len = (uint8_t)snprintf(req->ohead, sizeof(req->ohead), "%zx\r\n", olen);
+            memcpy(req->otail, "\r\n", 2);
+            req->otail_len = 2;
+        }
+        if (eof) {
+            memcpy(req->otail + req->otail_len, "0\r\n\r\n", 5);
+            req->otail_len += 5;
+        }
+    }
+    req->odata = out;
+    req->odata_len = olen;
+    req->osent = 0;
+    return SL_OK;
+}
+
+/* A body_filter plugin failed: a 500 when nothing went to the client yet,
+ * else the connection is cut (the client sees a truncated body). */
+static int filter_failed(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    req->upstream_ok = 0;
+    if (req->bytes_sent == 0)
+        return respond_error(c, req, 500, "An unexpected error occurred", 1);
+    SL_LOG(SL_LOG_INFO, "closing the connection of %s: body_filter failed mid-response",
+           c->peer_text);
+    sl_conn_close(c);
+    return SL_DONE;
+}
+
+/* The response head (and, with buffering, the whole body) is in: runs
+ * header_filter, builds the client's head and starts sending. */
+static int start_response(sl_request_t *req)
+{
+    sl_worker_t *w = req->c->w;
+    if (HAS_PHASE(req, SL_PHASE_HEADER_FILTER)) {
+        /* header_filter cannot wait for I/O: the response is on its way. */
+        int rc = sl_lua_phase(req, SL_PHASE_HEADER_FILTER);
+        if (rc == SL_AGAIN || rc == SL_DONE) {
+            SL_LOG(SL_LOG_ERR, "a plugin tried to %s in header_filter",
+                   rc == SL_AGAIN ? "yield" : "exit");
+            rc = SL_ERROR;
+        }
+        if (rc == SL_ERROR) {
+            req->upstream_ok = 0;
+            return respond_error(req->c, req, 500, "An unexpected error occurred", !req->body_done);
+        }
+        if (req->client_status)
+            req->status = req->client_status;
+    }
+    if (req->buffering && !req->buffer_over) {
+        /* The whole body is known: body_filter sees it in one last call and
+         * the client gets it with a Content-Length. */
+        const sl_bytes_t *body = req->body_set ? &req->fbuf : &req->ubody;
+        const char *data = body->data != NULL ? body->data : "";
+        size_t len = body->len;
+        if (req->body_set && HAS_PHASE(req, SL_PHASE_BODY_FILTER)) {
+            /* fbuf also takes body_filter's result: move the body out of it. */
+            sl_bytes_free(&req->ubody);
+            req->ubody = req->fbuf;
+            memset(&req->fbuf, 0, sizeof(req->fbuf));
+            data = req->ubody.data != NULL ? req->ubody.data : "";
+        }
+        if (filter_piece(req, data, len, 1) != SL_OK)
+            return filter_failed(req);
+    }
+    if (build_response_head(req) != SL_OK)
+        return upstream_fail(req, UF_BAD_RESPONSE, 0);
+    req->state = RQ_RESPONDING;
+    if (req->buffering && req->buffer_over && req->ubody.len > 0) {
+        /* What was buffered before the limit goes first. */
+        if (filter_piece(req, req->ubody.data, req->ubody.len, 0) != SL_OK)
+            return filter_failed(req);
+    }
+    sl_timer_stop(w->loop, &req->timer);
+    return SL_OK;
+}
+
+/* Buffering: moves the decoded body bytes scanned in resp into ubody, keeping
+ * the head where it is (header_filter has not read it yet). */
+static void buffer_body(sl_request_t *req)
+{
+    sl_buf_t *b = req->resp;
+    size_t n = req->resp_scan - req->resp_sent;
+    size_t limit = req->c->w->cf->server.response_body_buffer_size;
+    if (req->buffer_over)
+        return;
+    if (req->ubody.len + n > limit ||
+        sl_bytes_append(&req->ubody, b->data + req->resp_sent, n) != SL_OK) {
+        req->buffer_over = 1;
+        return;
+    }
+    memmove(b->data + req->resp_body_start, b->data + req->resp_scan, b->end - req->resp_scan);
+    b->end -= req->resp_scan - req->resp_body_start;
+    req->resp_sent = req->resp_scan = req->resp_body_start;
+}
+
 static int upstream_read(sl_request_t *req)
 {
     sl_upconn_t *u = req->up;
@@ -1401,35 +1773,38 @@ static int upstream_read(sl_request_t *req)
             req->status = req->r.status;
             req->resp_left = req->r.content_length;
             req->upstream_ok = (req->r.flags & SL_HTTP_F_KEEPALIVE) != 0;
-            if (runs_phase(req, SL_PHASE_HEADER_FILTER)) {
-                /* header_filter cannot wait for I/O: the response is on its way. */
-                int rc = sl_lua_phase(req, SL_PHASE_HEADER_FILTER);
-                if (rc == SL_AGAIN || rc == SL_DONE) {
-                    SL_LOG(SL_LOG_ERR, "a plugin tried to %s in header_filter",
-                           rc == SL_AGAIN ? "yield" : "exit");
-                    rc = SL_ERROR;
-                }
-                if (rc == SL_ERROR) {
-                    req->upstream_ok = 0;
-                    return respond_error(req->c, req, 500, "An unexpected error occurred",
-                                         !req->body_done);
-                }
-                if (req->client_status)
-                    req->status = req->client_status;
+            req->resp_body = req->r.body;
+            req->resp_sent = req->resp_scan = req->resp_body_start = b->start + (size_t)hn;
+            req->filter = req->buffering || HAS_PHASE(req, SL_PHASE_BODY_FILTER);
+            req->dechunk = req->filter && req->r.body == SL_HTTP_BODY_CHUNKED;
+            if (!req->buffering) {
+                int rc = start_response(req);
+                if (rc != SL_OK || req->state != RQ_RESPONDING)
+                    return rc;
             }
-            if (build_response_head(req) != SL_OK)
-                return upstream_fail(req, UF_BAD_RESPONSE, 0);
-            req->state = RQ_RESPONDING;
-            req->resp_sent = req->resp_scan = b->start + (size_t)hn;
-            sl_timer_stop(w->loop, &req->timer);
         }
         if (scan_response(req) != SL_OK)
             return upstream_fail(req, UF_BAD_RESPONSE, 0);
+        if (req->state != RQ_RESPONDING) {
+            /* Buffering: the body goes to ubody until it ends or overflows. */
+            buffer_body(req);
+            if (!req->buffer_over && b->end == b->size)
+                req->buffer_over = 1; /* a head that leaves no room to read into */
+            if (req->buffer_over || req->resp_done) {
+                int rc = start_response(req);
+                if (rc != SL_OK || req->state != RQ_RESPONDING)
+                    return rc;
+            }
+        }
         if (req->resp_done)
             break;
     }
     if (!req->resp_head_parsed)
         return SL_OK;
+    if (req->state != RQ_RESPONDING) {
+        request_timer_set(req, req->service->read_timeout); /* still buffering */
+        return SL_OK;
+    }
     if (req->resp_done && req->resp_scan < b->end)
         req->upstream_ok = 0; /* bytes past the response: the connection is not clean */
     /* read_timeout runs while sluice waits for the upstream, not while the
@@ -1497,10 +1872,99 @@ static void request_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* --- client side ------------------------------------------------------------------ */
 
+/* Filter mode: sends the head and the pending output, running body_filter on
+ * the next piece of the body whenever the last one is out. Only then is the
+ * response buffer reused, so a slow client stops upstream reads exactly as in
+ * plain streaming. */
+static int client_send_filtered(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    sl_buf_t *b = req->resp;
+
+    for (;;) {
+        size_t total = (size_t)req->ohead_len + req->odata_len + req->otail_len;
+        if (req->osent == total && !req->filter_eof && b != NULL) {
+            if (req->resp_sent == req->resp_scan && req->resp_sent > 0) {
+                /* Reuse the buffer past the head: body_filter may still read
+                 * the response headers (unless the head leaves no room). */
+                size_t base = b->size - req->resp_body_start >= 1024 ? req->resp_body_start : 0;
+                if (req->resp_sent > base) {
+                    memmove(b->data + base, b->data + req->resp_sent, b->end - req->resp_sent);
+                    b->end -= req->resp_sent - base;
+                    req->resp_sent = req->resp_scan = base;
+                }
+            }
+            if (req->resp_sent < req->resp_scan || req->resp_done) {
+                const char *data = b->data + req->resp_sent;
+                size_t len = req->resp_scan - req->resp_sent;
+                req->resp_sent = req->resp_scan;
+                if (filter_piece(req, data, len, req->resp_done) != SL_OK)
+                    return filter_failed(req);
+                total = (size_t)req->ohead_len + req->odata_len + req->otail_len;
+            }
+        }
+
+        struct iovec iov[4];
+        int n = 0;
+        if (req->out_sent < req->out->end) {
+            iov[n].iov_base = req->out->data + req->out_sent;
+            iov[n++].iov_len = req->out->end - req->out_sent;
+        }
+        size_t at = req->osent;
+        const struct {
+            const char *p;
+            size_t len;
+        } seg[3] = {{req->ohead, req->ohead_len},
+                    {req->odata, req->odata_len},
+                    {req->otail, req->otail_len}};
+        for (int i = 0; i < 3; i++) {
+            if (at < seg[i].len) {
+                iov[n].iov_base = (char *)seg[i].p + at;
+                iov[n++].iov_len = seg[i].len - at;
+                at = 0;
+            } else {
+                at -= seg[i].len;
+            }
+        }
+        if (n == 0)
+            break;
+        size_t written = 0;
+        int rc = sl_io_writev_all(&c->sock, iov, n, &written);
+        size_t head_left = req->out->end - req->out_sent;
+        size_t from_head = written < head_left ? written : head_left;
+        req->out_sent += from_head;
+        req->osent += written - from_head;
+        req->bytes_sent += written;
+        if (rc == SL_ERROR) {
+            req->status = req->status ? req->status : 499;
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+        if (rc == SL_AGAIN) {
+            sl_conn_watch(c, c->events | EV_WRITE);
+            sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.send_timeout);
+            return SL_OK;
+        }
+        if (req->filter_eof || (req->resp_sent == req->resp_scan && !req->resp_done))
+            break;
+    }
+    if (c->events & EV_WRITE)
+        sl_conn_watch(c, c->events & ~(unsigned)EV_WRITE);
+    if (req->filter_eof)
+        return request_finish(req);
+    if (req->up != NULL && !(req->up->events & EV_READ)) {
+        sl_upconn_watch(req->up, EV_READ);
+        request_timer_set(req, req->service->read_timeout);
+    }
+    return SL_OK;
+}
+
 /* Sends the response head and ready body bytes to the client. */
 static int client_send(sl_request_t *req)
 {
     sl_conn_t *c = req->c;
+    if (req->filter && req->state == RQ_RESPONDING)
+        return client_send_filtered(req);
     struct iovec iov[2];
     int n = 0;
 
@@ -1602,7 +2066,7 @@ static int request_finish(sl_request_t *req)
     }
     if (req->up != NULL) {
         int keep = req->upstream_ok && req->resp_done && req->body_done &&
-                   req->body_sent == req->body_scan;
+                   req->body_sent == req->body_scan && req->rbody_sent == req->rbody.len;
         sl_upconn_release(req->up, keep);
         req->up = NULL;
     }
@@ -1665,6 +2129,8 @@ static int process_input(sl_conn_t *c)
             return respond_error(c, req, 413, "Request size limit exceeded", 1);
         if (rc != SL_OK)
             return respond_error(c, req, 400, "Bad request: invalid chunked body", 1);
+        if (req->rbody_state == RB_READING || req->rbody_state == RB_DRAINING)
+            return absorb_body(req) ? rbody_wake(req) : SL_OK;
         if (req->up != NULL && (req->state == RQ_SENDING || req->state == RQ_WAITING)) {
             if (!(req->up->events & EV_WRITE))
                 return upstream_send(req);

@@ -4,9 +4,11 @@
 
 #include "arena.h"
 #include "balancer.h"
+#include "bytes.h"
 #include "conn.h"
 #include "http_parser.h"
 #include "router.h"
+#include "sl_lua.h"
 #include "upstream.h"
 
 /* A header edit made by a plugin, applied when the head it targets is written. */
@@ -47,7 +49,20 @@ struct sl_request_s {
     sl_http_chunked_t chunked;
     uint64_t body_bytes;
     unsigned body_done : 1;
-    unsigned body_trimmed : 1; /* sent body bytes were dropped: no replay */
+    unsigned body_trimmed : 1;  /* sent body bytes were dropped: no replay */
+    unsigned continue_sent : 1; /* "100 Continue" went to the client */
+
+    /* The request body as plugins read or replaced it (sl_proxy_read_body).
+     * While a plugin reads it, body bytes move from c->in to rbody as they
+     * arrive, so c->in keeps only the head (and a pipelined request after the
+     * body). RB_FULL: rbody is the whole body sent upstream, with a
+     * Content-Length. RB_OVER: rbody holds the first bytes exactly as the
+     * client sent them; they go upstream first and the rest streams from
+     * c->in. */
+    int rbody_state; /* RB_* (proxy.c) */
+    sl_bytes_t rbody;
+    size_t rbody_sent;
+    sl_wait_t rbody_wait; /* the plugin thread waiting for the body; id 0: none */
 
     /* Response. */
     sl_buf_t *out; /* the upstream request head, later the client response head */
@@ -66,6 +81,32 @@ struct sl_request_s {
     unsigned keepalive : 1;   /* keep the client connection after this response */
     unsigned upstream_ok : 1; /* the upstream connection may be pooled afterwards */
     unsigned resp_bytes_seen : 1;
+    /* Response bodies in Lua: in filter mode sluice decodes the upstream
+     * body, runs body_filter on each piece and frames what the plugins
+     * return itself (chunked, or close-delimited for HTTP/1.0; a Content-
+     * Length when the whole body was buffered). */
+    unsigned filter : 1;      /* sluice frames the body (body_filter or buffering) */
+    unsigned buffering : 1;   /* enable_buffering: whole body before header_filter */
+    unsigned buffer_over : 1; /* the buffered body passed response_body_buffer_size */
+    unsigned chunked_out : 1; /* the client gets chunked framing */
+    unsigned filter_eof : 1;  /* body_filter ran its last call */
+    unsigned chunk_set : 1;   /* a plugin replaced the current chunk (in fbuf) */
+    unsigned body_set : 1;    /* header_filter replaced the buffered body (in fbuf) */
+    size_t resp_body_start;   /* where the body starts in resp (buffering keeps the head) */
+    sl_bytes_t ubody;         /* the buffered upstream body */
+    sl_bytes_t fbuf;          /* a chunk or body a plugin set */
+    const char *chunk;        /* the piece the current body_filter call sees */
+    size_t chunk_len;
+    int chunk_eof;
+    /* Filter-mode output waiting for the client: ohead, then odata, then
+     * otail; osent bytes of them went out. */
+    const char *odata;
+    size_t odata_len;
+    size_t osent;
+    uint8_t ohead_len;
+    uint8_t otail_len;
+    char ohead[20];
+    char otail[8];
     uint64_t bytes_sent;
 
     double start;           /* when the head was complete */
@@ -125,6 +166,13 @@ void sl_proxy_client_timeout(sl_conn_t *c);
 /* A wait of req's plugins completed: resumes its coroutine with wait id
  * `id` (the Lua scheduler hands it to the thread that waits for it). */
 void sl_proxy_lua_wake(sl_request_t *req, int id);
+
+/* PDK: reads the whole request body (see sl_ffi_req_read_body for the
+ * contract). */
+int sl_proxy_read_body(sl_request_t *req, int id, const char **body, size_t *len, const char **err);
+
+/* PDK: replaces the request body sent upstream (see sl_ffi_req_set_body). */
+int sl_proxy_set_body(sl_request_t *req, int id, const char *body, size_t len, const char **err);
 
 /* Frees what a request holds when its connection goes away. */
 void sl_proxy_abort(sl_request_t *req);

@@ -26,7 +26,8 @@ enum {
     SL_PHASE_REWRITE = 2,
     SL_PHASE_ACCESS = 3,
     SL_PHASE_HEADER_FILTER = 4,
-    SL_PHASE_LOG = 5,
+    SL_PHASE_BODY_FILTER = 5,
+    SL_PHASE_LOG = 6, /* always the last */
 };
 
 /* The request whose Lua code runs now; C sets it before every resume, so a
@@ -61,9 +62,24 @@ SL_EXPORT int sl_ffi_req_header_count(sl_request_t *r);
 SL_EXPORT int sl_ffi_req_header_at(sl_request_t *r, int i, const char **name, size_t *nlen,
                                    const char **value, size_t *vlen);
 
-/* The raw request body when it arrived with the head in full; SL_DECLINED
- * when there is none, SL_AGAIN when it is larger than what was read. */
-SL_EXPORT int sl_ffi_req_get_body(sl_request_t *r, const char **body, size_t *len);
+/* The whole request body for Lua (rewrite, access). SL_OK: *body, *len is
+ * the body as it goes upstream (chunked framing decoded, or what
+ * sl_ffi_req_set_body made it), valid until the body changes or the request
+ * ends. SL_DECLINED: the request has no body. SL_AGAIN: the rest is still
+ * arriving; the caller yields until wait `id` is woken, then calls again.
+ * SL_ERROR with *err: the body is larger than server.client_body_buffer_size
+ * (it then streams upstream as the client sent it), another thread already
+ * waits for it, or the phase is wrong. */
+SL_EXPORT int sl_ffi_req_read_body(sl_request_t *r, int id, const char **body, size_t *len,
+                                   const char **err);
+
+/* Makes body[0, len) (copied) the request body sent upstream, framed with a
+ * Content-Length (rewrite, access). SL_OK when done. SL_AGAIN when the
+ * client's own body must first be read to its end and dropped, so that the
+ * connection stays usable: the caller yields until wait `id` is woken (the
+ * replacement is in place by then). SL_ERROR with *err. */
+SL_EXPORT int sl_ffi_req_set_body(sl_request_t *r, int id, const char *body, size_t len,
+                                  const char **err);
 
 /* Seconds since the epoch when the request head was complete. */
 SL_EXPORT double sl_ffi_req_start_time(sl_request_t *r);
@@ -120,6 +136,30 @@ SL_EXPORT int sl_ffi_service_set_retries(sl_request_t *r, int retries, const cha
 
 /* Sets the status of the response sent to the client (header_filter). */
 SL_EXPORT int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **err);
+
+/* Response bodies. body_filter runs once per piece of the upstream body that
+ * sluice reads (decoded from its framing) and a last time with *eof 1.
+ * get_chunk gives the piece of the current call as C has it and the
+ * response_body_buffer_size limit; set_chunk replaces what the client gets
+ * for this call with data[0, len) (copied). */
+SL_EXPORT int sl_ffi_resp_get_chunk(sl_request_t *r, const char **data, size_t *len, int *eof,
+                                    size_t *limit);
+SL_EXPORT int sl_ffi_resp_set_chunk(sl_request_t *r, const char *data, size_t len,
+                                    const char **err);
+
+/* access: read the whole upstream response body (up to
+ * server.response_body_buffer_size) before header_filter runs. */
+SL_EXPORT int sl_ffi_resp_enable_buffering(sl_request_t *r, const char **err);
+
+/* The upstream body read with buffering on (header_filter, body_filter):
+ * SL_OK with *body, *len; SL_DECLINED when buffering is off; SL_ERROR with
+ * *err when it did not fit in the buffer (it streams instead). */
+SL_EXPORT int sl_ffi_upstream_body(sl_request_t *r, const char **body, size_t *len,
+                                   const char **err);
+
+/* With buffering on, in header_filter: replaces the whole body the client
+ * gets with body[0, len) (copied); its Content-Length follows. */
+SL_EXPORT int sl_ffi_resp_set_body(sl_request_t *r, const char *body, size_t len, const char **err);
 
 /* Starts wait `id` of the request: a timer of `seconds`. The caller yields;
  * the request's coroutine is resumed with id when it fires. */

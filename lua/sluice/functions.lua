@@ -12,7 +12,7 @@ local setmetatable = setmetatable
 local type = type
 local ipairs = ipairs
 
-local PHASES = { "rewrite", "access", "header_filter", "log" }
+local PHASES = { "rewrite", "access", "header_filter", "body_filter", "log" }
 
 local _M = {}
 
@@ -57,6 +57,7 @@ function _M.schema(name)
             { rewrite = phase("Code run in rewrite (global instances only).") },
             { access = phase("Code run in access.") },
             { header_filter = phase("Code run in header_filter.") },
+            { body_filter = phase("Code run in body_filter, once per piece of the body.") },
             { log = phase("Code run in log.") },
           },
         } },

@@ -38,16 +38,18 @@ local len1, len2, len3 = base.len1, base.len2, base.len3
 local int1, int2 = base.int1, base.int2
 local errp = base.err
 
-local REWRITE, ACCESS, HEADER_FILTER, LOG = 2, 3, 4, 5
+local REWRITE, ACCESS, HEADER_FILTER, BODY_FILTER, LOG = 2, 3, 4, 5, 6
 local PHASE_NAMES = { [0] = "(no request)", "init_worker", "rewrite", "access",
-                      "header_filter", "log" }
+                      "header_filter", "body_filter", "log" }
 
 -- Phase masks: bit n set = allowed in phase n.
 local REQ_PHASES = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, HEADER_FILTER)
-  + lshift(1, LOG)
+  + lshift(1, BODY_FILTER) + lshift(1, LOG)
 local BEFORE_PROXY = lshift(1, REWRITE) + lshift(1, ACCESS)
 local RESPONSE_EDIT = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, HEADER_FILTER)
-local AFTER_HEAD = lshift(1, HEADER_FILTER) + lshift(1, LOG)
+local AFTER_HEAD = lshift(1, HEADER_FILTER) + lshift(1, BODY_FILTER) + lshift(1, LOG)
+local IN_BODY_FILTER = lshift(1, BODY_FILTER)
+local RESPONSE_BODY = lshift(1, HEADER_FILTER) + lshift(1, BODY_FILTER)
 
 local JSON_TYPE = "application/json; charset=utf-8"
 local MAX_TIMEOUT = 2147483646
@@ -268,38 +270,6 @@ end
 function request.get_headers(max_headers)
   local r = check(REQ_PHASES, "sluice.request.get_headers")
   return header_table(C.sl_ffi_req_header_count, C.sl_ffi_req_header_at, r, max_headers)
-end
-
-function request.get_raw_body()
-  local r = check(BEFORE_PROXY, "sluice.request.get_raw_body")
-  local rc = C.sl_ffi_req_get_body(r, str1, len1)
-  if rc == base.DECLINED then
-    return ""
-  end
-  if rc ~= 0 then
-    return nil, "the request body is larger than what sluice buffers"
-  end
-  return ffi_string(str1[0], len1[0])
-end
-
-function request.get_body(mimetype)
-  check(BEFORE_PROXY, "sluice.request.get_body")
-  local ctype = mimetype or request.get_header("content-type") or ""
-  local raw, err = request.get_raw_body()
-  if not raw then
-    return nil, err
-  end
-  if str_find(ctype, "application/json", 1, true) then
-    local v, jerr = cjson.decode(raw)
-    if v == nil then
-      return nil, "invalid JSON body: " .. tostring(jerr)
-    end
-    return v, nil, "application/json"
-  end
-  if str_find(ctype, "application/x-www-form-urlencoded", 1, true) then
-    return decode_args(raw), nil, "application/x-www-form-urlencoded"
-  end
-  return nil, "unsupported content type '" .. ctype .. "'"
 end
 
 function request.get_start_time()
@@ -1169,6 +1139,351 @@ redis.set_hooks({
     return cur.r
   end,
 })
+
+-- Bodies -------------------------------------------------------------------------
+
+local RESP_BODY_TOO_LARGE = "response body did not fit into response body buffer, consider "
+  .. "raising 'response_body_buffer_size'"
+local NOT_BUFFERED = "the response body is not buffered (call "
+  .. "sluice.service.request.enable_buffering in access)"
+
+-- The media type of a Content-Type value, lower-case, without parameters.
+local function media_type(ctype)
+  return str_lower((ctype or ""):match("^%s*([^;%s]*)") or "")
+end
+
+-- A multipart/form-data body -> { name = value } (a repeated name: a list), or
+-- nil, err. File parts give their content like any other part.
+local function decode_multipart(raw, ctype)
+  local boundary = ctype:match(";%s*[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]=\"([^\"]+)\"")
+    or ctype:match(";%s*[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]=([^;%s]+)")
+  if not boundary then
+    return nil, "invalid multipart body: no boundary in the Content-Type"
+  end
+  local delim = "--" .. boundary
+  local args = {}
+  local at = str_find(raw, delim, 1, true)
+  if not at then
+    return nil, "invalid multipart body: no part starts with the boundary"
+  end
+  at = at + #delim
+  while true do
+    if str_sub(raw, at, at + 1) == "--" then
+      return args
+    end
+    local head_end = str_find(raw, "\r\n\r\n", at, true)
+    if not head_end then
+      return nil, "invalid multipart body: a part has no header end"
+    end
+    local head = str_sub(raw, at, head_end - 1)
+    local next_at = str_find(raw, "\r\n" .. delim, head_end + 4, true)
+    if not next_at then
+      return nil, "invalid multipart body: a part has no closing boundary"
+    end
+    local name = head:match("[Nn][Aa][Mm][Ee]=\"([^\"]*)\"")
+      or head:match("[Nn][Aa][Mm][Ee]=([^;%s]+)")
+    if name then
+      add_value(args, name, str_sub(raw, head_end + 4, next_at - 1))
+    end
+    at = next_at + 2 + #delim
+  end
+end
+
+-- Decodes raw by the media type of ctype: JSON, form or multipart. Returns
+-- value, nil, mime or nil, err.
+local function decode_body(raw, ctype)
+  local mime = media_type(ctype)
+  if mime == "application/json" or str_sub(mime, -5) == "+json" then
+    local v, jerr = cjson.decode(raw)
+    if v == nil then
+      return nil, "invalid JSON body: " .. tostring(jerr)
+    end
+    return v, nil, "application/json"
+  end
+  if mime == "application/x-www-form-urlencoded" then
+    return decode_args(raw), nil, mime
+  end
+  if mime == "multipart/form-data" then
+    local v, err = decode_multipart(raw, ctype)
+    if not v then
+      return nil, err
+    end
+    return v, nil, mime
+  end
+  return nil, "unsupported content type '" .. (ctype or "") .. "'"
+end
+
+-- The whole request body; waits (without blocking the worker) for the rest
+-- of it to arrive.
+function request.get_raw_body()
+  local ctx = request_ctx("sluice.request.get_raw_body")
+  while true do
+    local id = next_wait_id()
+    local rc = C.sl_ffi_req_read_body(cur.r, id, str1, len1, errp)
+    if rc == base.OK then
+      return ffi_string(str1[0], len1[0])
+    elseif rc == base.DECLINED then
+      return ""
+    elseif rc == base.ERROR then
+      return nil, ffi_string(errp[0])
+    end
+    wait_for(ctx, id)
+  end
+end
+
+function request.get_body(mimetype)
+  if mimetype ~= nil and type(mimetype) ~= "string" then
+    arg_error(1, "get_body", "string", mimetype)
+  end
+  check(BEFORE_PROXY, "sluice.request.get_body")
+  local ctype = mimetype or request.get_header("content-type") or ""
+  local raw, err = request.get_raw_body()
+  if not raw then
+    return nil, err
+  end
+  return decode_body(raw, ctype)
+end
+
+-- Replaces the body sent upstream; the client's own body is read to its end
+-- and dropped first, so its connection can carry the next request.
+function service.request.set_raw_body(body)
+  if type(body) ~= "string" then
+    arg_error(1, "set_raw_body", "string", body)
+  end
+  local ctx = request_ctx("sluice.service.request.set_raw_body")
+  local id = next_wait_id()
+  local rc = C.sl_ffi_req_set_body(cur.r, id, body, #body, errp)
+  if rc == base.AGAIN then
+    wait_for(ctx, id)
+  elseif rc ~= base.OK then
+    return nil, ffi_string(errp[0])
+  end
+  return true
+end
+
+local function encode_form(args)
+  local keys = {}
+  for k in pairs(args) do
+    keys[#keys + 1] = tostring(k)
+  end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = args[k]
+    if v == true then
+      parts[#parts + 1] = escape(k)
+    elseif type(v) == "table" then
+      for _, one in ipairs(v) do
+        parts[#parts + 1] = escape(k) .. "=" .. escape(one)
+      end
+    elseif v ~= false then
+      parts[#parts + 1] = escape(k) .. "=" .. escape(v)
+    end
+  end
+  return tbl_concat(parts, "&")
+end
+
+local function encode_multipart(args, boundary)
+  local keys = {}
+  for k in pairs(args) do
+    keys[#keys + 1] = tostring(k)
+  end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = args[k]
+    for _, one in ipairs(type(v) == "table" and v or { v }) do
+      parts[#parts + 1] = "--" .. boundary .. "\r\nContent-Disposition: form-data; name=\""
+        .. k .. "\"\r\n\r\n" .. tostring(one) .. "\r\n"
+    end
+  end
+  parts[#parts + 1] = "--" .. boundary .. "--\r\n"
+  return tbl_concat(parts)
+end
+
+-- Encodes args by the request's Content-Type (or mimetype, which then also
+-- becomes the Content-Type sent upstream) and makes it the upstream body.
+function service.request.set_body(args, mimetype)
+  if type(args) ~= "table" then
+    arg_error(1, "set_body", "table", args)
+  end
+  if mimetype ~= nil and type(mimetype) ~= "string" then
+    arg_error(2, "set_body", "string", mimetype)
+  end
+  check(BEFORE_PROXY, "sluice.service.request.set_body")
+  local ctype = mimetype or request.get_header("content-type")
+  local mime = media_type(ctype)
+  local body
+  if mime == "application/json" or str_sub(mime, -5) == "+json" then
+    local err
+    body, err = cjson.encode(args)
+    if not body then
+      error("bad argument #1 to 'set_body' (cannot encode as JSON: " .. tostring(err) .. ")", 2)
+    end
+  elseif mime == "application/x-www-form-urlencoded" then
+    body = encode_form(args)
+  elseif mime == "multipart/form-data" then
+    local boundary = ctype:match(";%s*[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]=\"?([^\";%s]+)")
+    if not boundary then
+      boundary = "sluice" .. tostring(next_wait_id()) .. tostring(math.random(1e9))
+      ctype = "multipart/form-data; boundary=" .. boundary
+    end
+    body = encode_multipart(args, boundary)
+  else
+    return nil, "unsupported content type '" .. (ctype or "") .. "'"
+  end
+  if mimetype then
+    header_op(0, 0, "set_body", "Content-Type", ctype)
+  end
+  return service.request.set_raw_body(body)
+end
+
+-- The upstream response is read whole (up to response_body_buffer_size)
+-- before header_filter, which can then read and replace it.
+function service.request.enable_buffering()
+  local r = check(BEFORE_PROXY, "sluice.service.request.enable_buffering")
+  C.sl_ffi_resp_enable_buffering(r, errp)
+  return true
+end
+
+-- body_filter: the piece of this call as the plugins before this one left it.
+local function load_chunk(r, ctx)
+  if ctx.chunk == nil then
+    C.sl_ffi_resp_get_chunk(r, str1, len1, int1, len2)
+    ctx.chunk = ffi_string(str1[0], len1[0])
+    ctx.chunk_eof = int1[0] == 1
+  end
+  return ctx.chunk, ctx.chunk_eof
+end
+
+local function replace_chunk(ctx, s)
+  ctx.chunk = s
+  ctx.chunk_set = true
+end
+
+-- Called by the runner around each body_filter call: the chunk is loaded
+-- lazily; a replacement is handed to C once, after the last plugin.
+function _M.body_filter_begin(ctx)
+  ctx.chunk, ctx.chunk_eof, ctx.chunk_set = nil, nil, nil
+end
+
+function _M.body_filter_end(ctx)
+  if ctx.chunk_set then
+    local s = ctx.chunk
+    if C.sl_ffi_resp_set_chunk(cur.r, s, #s, errp) ~= 0 then
+      error("body_filter: " .. ffi_string(errp[0]))
+    end
+  end
+  ctx.chunk, ctx.chunk_eof, ctx.chunk_set = nil, nil, nil
+end
+
+-- The current piece of the response body and whether it is the last one.
+function response.get_chunk()
+  local r = check(IN_BODY_FILTER, "sluice.response.get_chunk")
+  return load_chunk(r, get_ctx())
+end
+
+-- Replaces what the client gets for the current piece ("" sends nothing).
+function response.set_chunk(chunk)
+  if type(chunk) ~= "string" then
+    arg_error(1, "set_chunk", "string", chunk)
+  end
+  check(IN_BODY_FILTER, "sluice.response.set_chunk")
+  replace_chunk(get_ctx(), chunk)
+  return true
+end
+
+-- Kong's body buffering: each call keeps the piece (sending nothing) and
+-- returns nil; the last call returns, and sends, the whole body. Each plugin
+-- buffers for itself. Past response_body_buffer_size what was kept is sent
+-- at once and the rest streams.
+-- Shape: ctx.body_buffers[plugin] = { n =, size =, piece, ... } or false
+-- (gave up).
+function response.get_raw_body()
+  local r = check(IN_BODY_FILTER, "sluice.response.get_raw_body")
+  local ctx = get_ctx()
+  local chunk, eof = load_chunk(r, ctx)
+  local bufs = ctx.body_buffers
+  if not bufs then
+    bufs = {}
+    ctx.body_buffers = bufs
+  end
+  local name = state.plugin or "?"
+  local b = bufs[name]
+  if b == false then
+    return nil, RESP_BODY_TOO_LARGE
+  end
+  if not b then
+    b = { n = 0, size = 0 }
+    bufs[name] = b
+  end
+  if chunk ~= "" then
+    b.n = b.n + 1
+    b[b.n] = chunk
+    b.size = b.size + #chunk
+    if b.size > tonumber(len2[0]) then
+      bufs[name] = false
+      replace_chunk(ctx, tbl_concat(b, "", 1, b.n))
+      return nil, RESP_BODY_TOO_LARGE
+    end
+  end
+  if eof then
+    local body = tbl_concat(b, "", 1, b.n)
+    bufs[name] = nil
+    replace_chunk(ctx, body)
+    return body
+  end
+  replace_chunk(ctx, "")
+  return nil
+end
+
+-- Replaces the whole response body: in body_filter, pieces before the last
+-- send nothing and the last sends body; in header_filter (with buffering),
+-- the buffered body is replaced and its Content-Length follows.
+function response.set_raw_body(body)
+  if type(body) ~= "string" then
+    arg_error(1, "set_raw_body", "string", body)
+  end
+  local r = check(RESPONSE_BODY, "sluice.response.set_raw_body")
+  if cur.phase == HEADER_FILTER then
+    if C.sl_ffi_resp_set_body(r, body, #body, errp) ~= 0 then
+      error("sluice.response.set_raw_body: " .. ffi_string(errp[0]), 2)
+    end
+    return true
+  end
+  local ctx = get_ctx()
+  local _, eof = load_chunk(r, ctx)
+  replace_chunk(ctx, eof and body or "")
+  return true
+end
+
+-- The upstream's body: whole with buffering on (header_filter, body_filter);
+-- without it, in body_filter, as sluice.response.get_raw_body.
+function service.response.get_raw_body()
+  local r = check(RESPONSE_BODY, "sluice.service.response.get_raw_body")
+  local rc = C.sl_ffi_upstream_body(r, str1, len1, errp)
+  if rc == base.OK then
+    return ffi_string(str1[0], len1[0])
+  elseif rc == base.ERROR then
+    return nil, ffi_string(errp[0])
+  end
+  if cur.phase == BODY_FILTER then
+    return response.get_raw_body()
+  end
+  return nil, NOT_BUFFERED
+end
+
+function service.response.get_body(mimetype)
+  if mimetype ~= nil and type(mimetype) ~= "string" then
+    arg_error(1, "get_body", "string", mimetype)
+  end
+  check(RESPONSE_BODY, "sluice.service.response.get_body")
+  local raw, err = service.response.get_raw_body()
+  if not raw then
+    return nil, err
+  end
+  return decode_body(raw, mimetype or response.get_header("content-type") or "")
+end
 
 local thread = {}
 

@@ -18,10 +18,11 @@ local tostring = tostring
 local tbl_sort = table.sort
 local traceback = debug.traceback
 
-local REWRITE, ACCESS, HEADER_FILTER, LOG = 2, 3, 4, 5
+local REWRITE, ACCESS, HEADER_FILTER, BODY_FILTER, LOG = 2, 3, 4, 5, 6
 local PHASES = { [REWRITE] = "rewrite", [ACCESS] = "access", [HEADER_FILTER] = "header_filter",
-                 [LOG] = "log" }
-local ROUTE_PHASES = { ACCESS, HEADER_FILTER, LOG }
+                 [BODY_FILTER] = "body_filter", [LOG] = "log" }
+-- The phases a route's chain has, in running order.
+local ROUTE_PHASES = { ACCESS, HEADER_FILTER, BODY_FILTER, LOG }
 local ERROR_BODY = '{"message":"An unexpected error occurred"}\n'
 local ERROR_HEADERS = { ["Content-Type"] = "application/json; charset=utf-8" }
 
@@ -203,7 +204,7 @@ pdk.on_authenticate = function(ctx, phase)
     ctx.consumer_pending = id ~= nil and consumer_scoped[id] or nil
     if ctx.consumer_pending then
       C.sl_ffi_req_set_phases(C.sl_ffi_current.r,
-        2 ^ ACCESS + 2 ^ HEADER_FILTER + 2 ^ LOG)
+        2 ^ ACCESS + 2 ^ HEADER_FILTER + 2 ^ BODY_FILTER + 2 ^ LOG)
     end
   else
     local route = state.route
@@ -410,6 +411,9 @@ function _M.run_phase(phase, route_index, seq)
   if n == 0 then
     return
   end
+  if phase == BODY_FILTER then
+    return _M.run_body_filter(chain, n, seq)
+  end
   local ok, err = xpcall(run_chain, traceback, chain, 1, n, phase, seq)
   if not ok then
     return failed(chain, phase, seq, err)
@@ -428,6 +432,21 @@ function _M.run_phase(phase, route_index, seq)
       end
     end
   end
+end
+
+-- One body_filter call: each plugin sees the piece as the ones before it
+-- left it; C gets the result once, after the last. A failure ends the
+-- response (C answers 500 or closes the connection), so the chain stops.
+function _M.run_body_filter(chain, n, seq)
+  local ctx = pdk.get_ctx()
+  pdk.body_filter_begin(ctx)
+  local ok, err = xpcall(run_chain, traceback, chain, 1, n, BODY_FILTER, seq)
+  if not ok then
+    pdk.body_filter_begin(ctx)
+    return failed(chain, BODY_FILTER, seq, err)
+  end
+  state.plugin = nil
+  pdk.body_filter_end(ctx)
 end
 
 -- The request is over: forget its context.
