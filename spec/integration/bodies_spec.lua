@@ -33,6 +33,9 @@ local LOCATIONS = [[
         ngx.print(string.rep("0123456789", 10000))
       }
     }
+    location = /huge {
+      alias HUGEFILE;
+    }
     location = /json {
       content_by_lua_block {
         ngx.header["Content-Type"] = "application/json"
@@ -123,6 +126,13 @@ services:
                     sluice.log.notice("upper: last call, ", #chunk, " bytes, method ",
                       sluice.request.get_method())
                   end
+      - name: passthrough
+        paths: ["/huge"]
+        strip_path: false
+        plugins:
+          - name: post-function
+            config:
+              body_filter: ["sluice.ctx.plugin.seen = (sluice.ctx.plugin.seen or 0) + #sluice.response.get_chunk()"]
       - name: replace
         paths: ["/replace"]
         plugins:
@@ -226,15 +236,18 @@ services:
 end
 
 describe("bodies:", function()
-  local up, s
+  local up, s, dir
 
   setup(function()
-    up = helpers.start_upstream({ locations = LOCATIONS })
+    dir = helpers.tmpdir()
+    helpers.run(fmt("truncate -s 64M %s/huge.bin", dir))
+    up = helpers.start_upstream({ locations = LOCATIONS:gsub("HUGEFILE", dir .. "/huge.bin") })
     s = helpers.start_sluice(config(up))
   end)
 
   teardown(function()
     helpers.stop_all()
+    os.execute("rm -rf " .. dir)
   end)
 
   local function error_log()
@@ -357,6 +370,32 @@ describe("bodies:", function()
         conn:close()
       end)
 
+    it("answers Expect: 100-continue before waiting for the body", function()
+      local conn = helpers.connect(s.port)
+      conn:send("POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        .. "Expect: 100-continue\r\n\r\n")
+      assert.equals("HTTP/1.1 100 Continue", conn:receive_line())
+      assert.equals("", conn:receive_line())
+      conn:send("hello")
+      local echo = echo_of(assert(conn:read_response()))
+      assert.equals("5", echo.h["x-body-len"])
+      assert.equals("hello", echo.body)
+      conn:close()
+    end)
+
+    it("client_body_timeout applies while a plugin waits for the body", function()
+      local s2 = helpers.start_sluice((config(up):gsub("log_level: notice",
+        "log_level: notice\n  client_body_timeout: 500ms")))
+      local conn = helpers.connect(s2.port)
+      conn:send("POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
+      local started = socket.gettime()
+      local res = assert(conn:read_response())
+      assert.equals(408, res.status)
+      assert.is_true(socket.gettime() - started < 3)
+      assert.is_true(conn:closed())
+      conn:close()
+    end)
+
     it("a body over max_body_size is still a 413 while a plugin reads it", function()
       local s2 = helpers.start_sluice((config(up):gsub("log_level: notice",
         "log_level: notice\n  max_body_size: 1k")))
@@ -472,6 +511,20 @@ describe("bodies:", function()
       res = assert(conn:read_response())
       same_bytes(rep("QRSTUVWXYZ012345", 65536), res.body)
       assert_reusable(conn)
+      conn:close()
+    end)
+
+    it("keeps backpressure: a client that does not read stops upstream reads", function()
+      local worker = helpers.children(s.pid)[1]
+      local base = helpers.rss_kb(worker)
+      local conn = helpers.connect(s.port)
+      conn:send("GET /huge HTTP/1.1\r\nHost: x\r\n\r\n")
+      socket.sleep(1)
+      local grown = helpers.rss_kb(worker) - base
+      assert.is_true(grown < 16 * 1024, fmt("the worker grew by %d KiB", grown))
+      conn:settimeout(20)
+      local res = assert(conn:read_response())
+      assert.equals(64 * MB, #res.body)
       conn:close()
     end)
 
