@@ -132,7 +132,10 @@ services:
         plugins:
           - name: post-function
             config:
-              body_filter: ["sluice.ctx.plugin.seen = (sluice.ctx.plugin.seen or 0) + #sluice.response.get_chunk()"]
+              body_filter:
+                - |
+                  local state = sluice.ctx.plugin
+                  state.seen = (state.seen or 0) + #sluice.response.get_chunk()
       - name: replace
         paths: ["/replace"]
         plugins:
@@ -300,8 +303,8 @@ describe("bodies:", function()
         "client_body_buffer_size: 1m")))
       local body = rep("0123456789", 30000)
       local conn = helpers.connect(s2.port)
-      conn:send(fmt("POST /read HTTP/1.1\r\nHost: x\r\nX-Want-Tail: 1\r\nContent-Length: %d\r\n\r\n",
-        #body))
+      conn:send(fmt("POST /read HTTP/1.1\r\nHost: x\r\nX-Want-Tail: 1\r\n"
+        .. "Content-Length: %d\r\n\r\n", #body))
       -- In pieces: the plugin waits for all of them.
       for i = 1, #body, 100000 do
         conn:send(body:sub(i, i + 99999))
@@ -418,18 +421,20 @@ describe("bodies:", function()
 
       status, _, body = helpers.curl(fmt(
         "--data-binary 'a=1&b=x+y&b=z' http://127.0.0.1:%d/decode", s.port))
+      assert.equals(200, status)
       out = helpers.json(body)
       assert.same({ a = "1", b = { "x y", "z" } }, out.args)
 
       status, _, body = helpers.curl(fmt(
         "-F name=sluice -F 'file=@%s;filename=x.txt' http://127.0.0.1:%d/decode",
         s.file, s.port))
+      assert.equals(200, status)
       out = helpers.json(body)
       assert.equals("multipart/form-data", out.mime)
       assert.equals("sluice", out.args.name)
       assert.equals(helpers.read_file(s.file), out.args.file)
 
-      status, _, body = helpers.curl(fmt(
+      _, _, body = helpers.curl(fmt(
         "-H 'Content-Type: application/json' --data-binary '{nope' http://127.0.0.1:%d/decode",
         s.port))
       out = helpers.json(body)

@@ -37,6 +37,11 @@ local REQUEST_BOUND = {
   { "service.request.clear_header", "a" }, { "service.request.set_headers", { a = "b" } },
   { "service.response.get_status" }, { "service.response.get_header", "a" },
   { "service.response.get_headers" },
+  { "service.request.set_raw_body", "x" }, { "service.request.set_body", { a = "1" } },
+  { "service.request.enable_buffering" }, { "service.response.get_raw_body" },
+  { "service.response.get_body" },
+  { "response.get_raw_body" }, { "response.set_raw_body", "x" }, { "response.get_chunk" },
+  { "response.set_chunk", "x" },
   { "log.serialize" },
   { "sleep", 0 },
 }
@@ -134,6 +139,16 @@ describe("pdk: bad arguments are raised before the phase is checked", function()
       "bad argument #2 to 'set_timeouts' (integer from 1 to 2147483646 expected, got string)" },
     { "service.set_retries", { 0.5 },
       "bad argument #1 to 'set_retries' (integer from 0 to 32767 expected, got 0.5)" },
+    { "service.request.set_raw_body", { 1 },
+      "bad argument #1 to 'set_raw_body' (string expected, got number)" },
+    { "service.request.set_body", { "a=1" },
+      "bad argument #1 to 'set_body' (table expected, got string)" },
+    { "service.request.set_body", { {}, 1 },
+      "bad argument #2 to 'set_body' (string expected, got number)" },
+    { "response.set_chunk", { nil },
+      "bad argument #1 to 'set_chunk' (string expected, got nil)" },
+    { "response.set_raw_body", { {} },
+      "bad argument #1 to 'set_raw_body' (string expected, got table)" },
   }
   for _, case in ipairs(cases) do
     local path, args, message = case[1], case[2], case[3]
