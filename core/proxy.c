@@ -78,10 +78,12 @@ static int lua_continue(sl_request_t *req, int id);
 static int respond_exit(sl_request_t *req);
 static int run_body_filter(sl_request_t *req, const char *data, size_t len, int eof,
                            const char **out, size_t *olen);
-
-#define HAS_PHASE(req, p) ((req)->route != NULL && runs_phase((req), (p)))
 static int scan_body(sl_request_t *req);
 static void request_timer_set(sl_request_t *req, int ms);
+
+/* Does the request have plugins to run in phase p (its route's, or an
+ * authenticated consumer's)? */
+#define HAS_PHASE(req, p) ((req)->route != NULL && runs_phase((req), (p)))
 
 static double now_seconds(void)
 {
@@ -1221,7 +1223,8 @@ static void dechunk_in_place(sl_bytes_t *b)
         int n = sl_http_chunked_parse(&ch, b->data + r, b->len - r, &data, &dlen);
         if (n <= 0)
             break;
-        memmove(b->data + w, data, dlen);
+        if (dlen > 0)
+            memmove(b->data + w, data, dlen);
         w += dlen;
         r += (size_t)n;
     }
@@ -1666,17 +1669,11 @@ static int start_response(sl_request_t *req)
     if (req->buffering && !req->buffer_over) {
         /* The whole body is known: body_filter sees it in one last call and
          * the client gets it with a Content-Length. */
+        /* body_filter's result may go to fbuf too: C writes it there only
+         * after the last plugin, and Lua reads the piece before. */
         const sl_bytes_t *body = req->body_set ? &req->fbuf : &req->ubody;
         const char *data = body->data != NULL ? body->data : "";
-        size_t len = body->len;
-        if (req->body_set && HAS_PHASE(req, SL_PHASE_BODY_FILTER)) {
-            /* fbuf also takes body_filter's result: move the body out of it. */
-            sl_bytes_free(&req->ubody);
-            req->ubody = req->fbuf;
-            memset(&req->fbuf, 0, sizeof(req->fbuf));
-            data = req->ubody.data != NULL ? req->ubody.data : "";
-        }
-        if (filter_piece(req, data, len, 1) != SL_OK)
+        if (filter_piece(req, data, body->len, 1) != SL_OK)
             return filter_failed(req);
     }
     if (build_response_head(req) != SL_OK)

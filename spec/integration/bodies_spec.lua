@@ -194,6 +194,16 @@ services:
                   local t = assert(sluice.service.response.get_body())
                   t.rewritten = true
                   sluice.response.set_raw_body(sluice.json.encode(t))
+          - name: post-function
+            config:
+              body_filter:
+                - |
+                  local chunk, eof = sluice.response.get_chunk()
+                  local n = (sluice.ctx.plugin.n or 0) + 1
+                  sluice.ctx.plugin.n = n
+                  sluice.response.set_chunk(chunk .. "\n")
+                  sluice.log.notice("buffered: call ", n, " eof ", tostring(eof), " upstream ",
+                    sluice.service.response.get_raw_body())
       - name: buffered-too-big
         paths: ["/buffered-too-big"]
         plugins:
@@ -623,6 +633,10 @@ describe("bodies:", function()
       assert.is_nil(res.headers["transfer-encoding"])
       assert.equals(tostring(#res.body), res.headers["content-length"])
       assert.same({ name = "sluice", n = 1, rewritten = true }, helpers.json(res.body))
+      -- body_filter ran once, on the replaced body, and added its newline.
+      assert.equals("\n", res.body:sub(-1))
+      assert.truthy(wait_log('buffered: call 1 eof true upstream {"name":"sluice","n":1}'))
+      assert.is_nil(error_log():find("buffered: call 2", 1, true))
       assert_reusable(conn)
       conn:close()
     end)
