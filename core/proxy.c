@@ -143,9 +143,12 @@ static void request_put(sl_worker_t *w, sl_request_t *req)
     sl_buf_put(w, req->out);
     sl_buf_put(w, req->resp);
     req->out = req->resp = NULL;
-    sl_bytes_free(&req->rbody);
-    sl_bytes_free(&req->ubody);
-    sl_bytes_free(&req->fbuf);
+    if (SL_UNLIKELY(req->rbody.data != NULL || req->ubody.data != NULL || req->fbuf.data != NULL)) {
+        /* Only requests whose plugins read or replaced a body hold these. */
+        sl_bytes_free(&req->rbody);
+        sl_bytes_free(&req->ubody);
+        sl_bytes_free(&req->fbuf);
+    }
     if (req->co != NULL || !sl_queue_empty(&req->waits))
         sl_lua_release(req);
     if (w->nfree_reqs >= MAX_REQUESTS_FREE) {

@@ -99,14 +99,12 @@ struct sl_request_s {
     size_t chunk_len;
     int chunk_eof;
     /* Filter-mode output waiting for the client: ohead, then odata, then
-     * otail; osent bytes of them went out. */
+     * otail (the framing, in the arrays below); osent bytes of them went out. */
     const char *odata;
     size_t odata_len;
     size_t osent;
     uint8_t ohead_len;
     uint8_t otail_len;
-    char ohead[20];
-    char otail[8];
     uint64_t bytes_sent;
 
     double start;           /* when the head was complete */
@@ -143,6 +141,8 @@ struct sl_request_s {
     struct sockaddr_storage target_addr; /* valid while target_host is set */
     socklen_t target_addrlen;
     uint16_t target_port;
+    char ohead[20]; /* written before each use (ohead_len, otail_len say how much) */
+    char otail[8];
 
     char *path; /* the normalized path (path_buf) */
     size_t path_len;
