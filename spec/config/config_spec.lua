@@ -38,6 +38,8 @@ describe("sluice.config", function()
       assert.equal(32768, s.max_header_size)
       assert.equal(100, s.max_headers)
       assert.equal(0, s.max_body_size)
+      assert.equal(1024 * 1024, s.client_body_buffer_size)
+      assert.equal(1024 * 1024, s.response_body_buffer_size)
       assert.equal(60000, s.client_header_timeout)
       assert.equal(60000, s.client_body_timeout)
       assert.equal(75000, s.keepalive_timeout)
@@ -86,12 +88,16 @@ server:
   client_header_timeout: 2500
   max_body_size: 10m
   max_header_size: 16k
+  client_body_buffer_size: 64k
+  response_body_buffer_size: 8m
 ]]).server
       assert.equal(5000, s.keepalive_timeout)
       assert.equal(90000, s.shutdown_timeout)
       assert.equal(2500, s.client_header_timeout)
       assert.equal(10 * 1024 * 1024, s.max_body_size)
       assert.equal(16384, s.max_header_size)
+      assert.equal(65536, s.client_body_buffer_size)
+      assert.equal(8 * 1024 * 1024, s.response_body_buffer_size)
     end)
   end)
 
@@ -434,6 +440,7 @@ server:
   log_level: verbose
   trusted_ips: ["10.0.0.0/33", "::g"]
   access_log_buffer: lots
+  client_body_buffer_size: -1
   admin_listen: 1
 ]])
       assert.matches('server%.listen%[0%]: invalid listen address "localhost:80"', err)
@@ -447,6 +454,7 @@ server:
       assert.matches("server%.trusted_ips%[0%]: invalid prefix length", err)
       assert.matches('server%.trusted_ips%[1%]: invalid address "::g"', err)
       assert.matches("server%.access_log_buffer: expected a size", err)
+      assert.matches("server%.client_body_buffer_size: expected a size", err)
       assert.matches("server%.admin_listen: unknown field 'admin_listen'", err)
     end)
   end)
