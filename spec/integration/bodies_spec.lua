@@ -36,6 +36,9 @@ local LOCATIONS = [[
     location = /huge {
       alias HUGEFILE;
     }
+    location = /nocontent {
+      return 204;
+    }
     location = /json {
       content_by_lua_block {
         ngx.header["Content-Type"] = "application/json"
@@ -113,7 +116,7 @@ services:
                     return sluice.response.exit(415, { err = err })
                   end
       - name: upper
-        paths: ["/big", "/big-chunked"]
+        paths: ["/big", "/big-chunked", "/nocontent"]
         strip_path: false
         plugins:
           - name: post-function
@@ -409,6 +412,21 @@ describe("bodies:", function()
       conn:close()
     end)
 
+    it("a pipelined request after a body a plugin read is answered in turn", function()
+      local conn = helpers.connect(s.port)
+      conn:send("POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst"
+        .. "POST /set-raw HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond"
+        .. "GET /read HTTP/1.1\r\nHost: x\r\n\r\n")
+      local echo = echo_of(assert(conn:read_response()))
+      assert.equals("first", echo.body)
+      echo = echo_of(assert(conn:read_response()))
+      assert.equals("replaced body", echo.body)
+      echo = echo_of(assert(conn:read_response()))
+      assert.equals("GET", echo.method)
+      assert.equals("0", echo.h["x-body-len"])
+      conn:close()
+    end)
+
     it("a body over max_body_size is still a 413 while a plugin reads it", function()
       local s2 = helpers.start_sluice((config(up):gsub("log_level: notice",
         "log_level: notice\n  max_body_size: 1k")))
@@ -587,6 +605,17 @@ describe("bodies:", function()
       assert.equals(200, res.status)
       assert.equals("1048576", res.headers["content-length"])
       assert.truthy(wait_log("upper: last call, 0 bytes, method HEAD"))
+      assert_reusable(conn)
+      conn:close()
+    end)
+
+    it("a 204 keeps its head as the upstream sent it", function()
+      local conn = helpers.connect(s.port)
+      conn:send("GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n")
+      local res = assert(conn:read_response())
+      assert.equals(204, res.status)
+      assert.is_nil(res.headers["transfer-encoding"])
+      assert.equals("", res.body)
       assert_reusable(conn)
       conn:close()
     end)
