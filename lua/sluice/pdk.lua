@@ -1346,41 +1346,45 @@ function service.request.enable_buffering()
   return true
 end
 
--- body_filter: the piece of this call as the plugins before this one left it.
-local function load_chunk(r, ctx)
-  if ctx.chunk == nil then
+-- The body_filter call in progress; there is one at a time, as body_filter
+-- cannot wait, so a streaming filter makes no per-request table. Shape:
+-- chunk = the piece as the plugins so far left it (nil: not read from C
+-- yet), eof = whether it is the last call, set = whether a plugin replaced it.
+local piece = { chunk = nil, eof = false, set = false }
+
+local function load_chunk(r)
+  if piece.chunk == nil then
     C.sl_ffi_resp_get_chunk(r, str1, len1, int1, len2)
-    ctx.chunk = ffi_string(str1[0], len1[0])
-    ctx.chunk_eof = int1[0] == 1
+    piece.chunk = ffi_string(str1[0], len1[0])
+    piece.eof = int1[0] == 1
   end
-  return ctx.chunk, ctx.chunk_eof
+  return piece.chunk, piece.eof
 end
 
-local function replace_chunk(ctx, s)
-  ctx.chunk = s
-  ctx.chunk_set = true
+local function replace_chunk(s)
+  piece.chunk = s
+  piece.set = true
 end
 
--- Called by the runner around each body_filter call: the chunk is loaded
--- lazily; a replacement is handed to C once, after the last plugin.
-function _M.body_filter_begin(ctx)
-  ctx.chunk, ctx.chunk_eof, ctx.chunk_set = nil, nil, nil
+-- Called by the runner around each body_filter call: the piece is read from
+-- C only when a plugin asks; a replacement goes to C once, after the last
+-- plugin.
+function _M.body_filter_begin()
+  piece.chunk, piece.eof, piece.set = nil, false, false
 end
 
-function _M.body_filter_end(ctx)
-  if ctx.chunk_set then
-    local s = ctx.chunk
-    if C.sl_ffi_resp_set_chunk(cur.r, s, #s, errp) ~= 0 then
-      error("body_filter: " .. ffi_string(errp[0]))
-    end
+function _M.body_filter_end()
+  local set, s = piece.set, piece.chunk
+  piece.chunk, piece.eof, piece.set = nil, false, false
+  if set and C.sl_ffi_resp_set_chunk(cur.r, s, #s, errp) ~= 0 then
+    error("body_filter: " .. ffi_string(errp[0]))
   end
-  ctx.chunk, ctx.chunk_eof, ctx.chunk_set = nil, nil, nil
 end
 
 -- The current piece of the response body and whether it is the last one.
 function response.get_chunk()
   local r = check(IN_BODY_FILTER, "sluice.response.get_chunk")
-  return load_chunk(r, get_ctx())
+  return load_chunk(r)
 end
 
 -- Replaces what the client gets for the current piece ("" sends nothing).
@@ -1389,7 +1393,7 @@ function response.set_chunk(chunk)
     arg_error(1, "set_chunk", "string", chunk)
   end
   check(IN_BODY_FILTER, "sluice.response.set_chunk")
-  replace_chunk(get_ctx(), chunk)
+  replace_chunk(chunk)
   return true
 end
 
@@ -1402,7 +1406,7 @@ end
 function response.get_raw_body()
   local r = check(IN_BODY_FILTER, "sluice.response.get_raw_body")
   local ctx = get_ctx()
-  local chunk, eof = load_chunk(r, ctx)
+  local chunk, eof = load_chunk(r)
   local bufs = ctx.body_buffers
   if not bufs then
     bufs = {}
@@ -1423,17 +1427,17 @@ function response.get_raw_body()
     b.size = b.size + #chunk
     if b.size > tonumber(len2[0]) then
       bufs[name] = false
-      replace_chunk(ctx, tbl_concat(b, "", 1, b.n))
+      replace_chunk(tbl_concat(b, "", 1, b.n))
       return nil, RESP_BODY_TOO_LARGE
     end
   end
   if eof then
     local body = tbl_concat(b, "", 1, b.n)
     bufs[name] = nil
-    replace_chunk(ctx, body)
+    replace_chunk(body)
     return body
   end
-  replace_chunk(ctx, "")
+  replace_chunk("")
   return nil
 end
 
@@ -1451,9 +1455,8 @@ function response.set_raw_body(body)
     end
     return true
   end
-  local ctx = get_ctx()
-  local _, eof = load_chunk(r, ctx)
-  replace_chunk(ctx, eof and body or "")
+  local _, eof = load_chunk(r)
+  replace_chunk(eof and body or "")
   return true
 end
 

@@ -438,15 +438,14 @@ end
 -- left it; C gets the result once, after the last. A failure ends the
 -- response (C answers 500 or closes the connection), so the chain stops.
 function _M.run_body_filter(chain, n, seq)
-  local ctx = pdk.get_ctx()
-  pdk.body_filter_begin(ctx)
+  pdk.body_filter_begin()
   local ok, err = xpcall(run_chain, traceback, chain, 1, n, BODY_FILTER, seq)
   if not ok then
-    pdk.body_filter_begin(ctx)
+    pdk.body_filter_begin()
     return failed(chain, BODY_FILTER, seq, err)
   end
   state.plugin = nil
-  pdk.body_filter_end(ctx)
+  pdk.body_filter_end()
 end
 
 -- The request is over: forget its context.
