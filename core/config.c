@@ -680,6 +680,7 @@ static int build_chains(loader_t *ld, int normalized)
     for (size_t i = 0; i < ld->cf->nroutes; i++) {
         lua_rawgeti(L, -1, (int)i + 1);
         ld->cf->routes[i]->plugins = (unsigned)lua_tointeger(L, -1);
+        ld->cf->routes[i]->chain = (int)i + 1;
         lua_pop(L, 1);
     }
     lua_pop(L, 1);

@@ -101,6 +101,7 @@ typedef struct sl_route_s {
     sl_service_t *service;
     size_t index;     /* position in the file, the final tie-breaker */
     unsigned plugins; /* bit (1 << SL_PHASE_*) for each phase with plugins to run */
+    int chain;        /* the runner's chain set for it (lua/sluice/runner.lua) */
 } sl_route_t;
 
 enum { SL_LOG_ERR = 0, SL_LOG_WARN, SL_LOG_NOTICE, SL_LOG_INFO, SL_LOG_DEBUG };

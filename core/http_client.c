@@ -173,11 +173,9 @@ static void hc_finish(hclient_t *hc, int status, const char *error)
     hc->state = HC_DONE;
     hc->status = status;
     hc->error = error;
-    sl_request_t *req = hc->wait.req;
-    int id = hc->wait.id;
-    /* Stays on the request's wait list until fetched, so it is freed even
-     * if the request ends first; the id tells Lua which call ended. */
-    sl_proxy_lua_wake(req, id);
+    /* Stays on the task's wait list until fetched, so it is freed even if
+     * the task ends first; the id tells Lua which call ended. */
+    sl_lua_wake(hc->wait.task, hc->wait.id);
 }
 
 /* Is the response complete in hc->in? Decodes a chunked body in place. */
@@ -426,13 +424,13 @@ static void hc_resolved(void *data, int status, const struct sockaddr_storage *a
         hc_finish(hc, SL_ERROR, "connection refused");
 }
 
-SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *host, size_t hostlen, int port,
-                                const char *bytes, size_t len, int method_head, double timeout,
-                                size_t max_size, const char **err)
+SL_EXPORT int sl_ffi_http_start(sl_lua_task_t *t, int id, const char *host, size_t hostlen,
+                                int port, const char *bytes, size_t len, int method_head,
+                                double timeout, size_t max_size, const char **err)
 {
     char text[INET6_ADDRSTRLEN];
 
-    if (r->phase != SL_PHASE_REWRITE && r->phase != SL_PHASE_ACCESS) {
+    if (t->phase != SL_PHASE_REWRITE && t->phase != SL_PHASE_ACCESS && t->phase != SL_PHASE_TIMER) {
         *err = "not allowed in this phase";
         return SL_ERROR;
     }
@@ -499,27 +497,22 @@ SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *host, size_
         free(hc);
         return SL_ERROR;
     }
-    sl_lua_wait_add(r, &hc->wait, id, hc_cancel);
+    sl_lua_wait_add(t, &hc->wait, id, hc_cancel);
     ev_timer_init(&hc->timer, hc_timer_cb, timeout > 0 ? timeout : 60., 0.);
     ev_timer_start(ev_default_loop(0), &hc->timer);
     return SL_OK;
 }
 
-/* Finds the finished call `id` of r. */
-static hclient_t *hc_find(sl_request_t *r, int id)
+/* Finds the finished call `id` of t. */
+static hclient_t *hc_find(sl_lua_task_t *t, int id)
 {
-    for (sl_queue_t *q = r->waits.next; q != &r->waits; q = q->next) {
-        sl_wait_t *w = sl_queue_data(q, sl_wait_t, link);
-        if (w->id == id && w->cancel == hc_cancel)
-            return (hclient_t *)w;
-    }
-    return NULL;
+    return (hclient_t *)sl_lua_wait_find(t, id, hc_cancel);
 }
 
-SL_EXPORT int sl_ffi_http_result(sl_request_t *r, int id, int *status, int *nheaders,
+SL_EXPORT int sl_ffi_http_result(sl_lua_task_t *t, int id, int *status, int *nheaders,
                                  const char **body, size_t *blen, const char **err)
 {
-    hclient_t *hc = hc_find(r, id);
+    hclient_t *hc = hc_find(t, id);
     if (hc == NULL || hc->state != HC_DONE) {
         *err = "no such call";
         return SL_ERROR;
@@ -535,18 +528,18 @@ SL_EXPORT int sl_ffi_http_result(sl_request_t *r, int id, int *status, int *nhea
     return SL_OK;
 }
 
-SL_EXPORT int sl_ffi_http_header_at(sl_request_t *r, int id, int i, const char **name, size_t *nlen,
-                                    const char **value, size_t *vlen)
+SL_EXPORT int sl_ffi_http_header_at(sl_lua_task_t *t, int id, int i, const char **name,
+                                    size_t *nlen, const char **value, size_t *vlen)
 {
-    hclient_t *hc = hc_find(r, id);
+    hclient_t *hc = hc_find(t, id);
     if (hc == NULL || hc->state != HC_DONE)
         return SL_DECLINED;
     return sl_http_header_at(hc->headers, hc->r.nheaders, i, name, nlen, value, vlen);
 }
 
-SL_EXPORT void sl_ffi_http_free(sl_request_t *r, int id)
+SL_EXPORT void sl_ffi_http_free(sl_lua_task_t *t, int id)
 {
-    hclient_t *hc = hc_find(r, id);
+    hclient_t *hc = hc_find(t, id);
     if (hc != NULL) {
         sl_lua_wait_done(&hc->wait);
         hc_free(hc);

@@ -46,6 +46,8 @@ lua_State *sl_lua_new(void)
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, luaopen_sluice_yaml);
     lua_setfield(L, -2, "sluice.yaml");
+    lua_pushcfunction(L, luaopen_sluice_loop);
+    lua_setfield(L, -2, "sluice.loop");
     lua_pop(L, 1);
     /* Where the Lua side finds sluice's own folders. */
     lua_getfield(L, -1, "loaded");
@@ -94,6 +96,11 @@ int sl_lua_run_busted(int argc, char **argv)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setglobal(L, "arg");
+    if (sl_lua_test_init(L) != SL_OK) {
+        fprintf(stderr, "sluice test: cannot create the event loop\n");
+        lua_close(L);
+        return 1;
+    }
 
     /* busted's runner inspects its caller with debug.getinfo, so it is called
      * from a Lua chunk, not straight from C. When specs fail it raises an
@@ -110,22 +117,27 @@ int sl_lua_run_busted(int argc, char **argv)
         fprintf(stderr, "sluice test: %s\n", lua_tostring(L, -1));
     else
         code = (int)lua_tointeger(L, -1);
+    sl_lua_test_close();
     lua_close(L);
     return code;
 }
 
-/* --- the worker runtime ------------------------------------------------------ */
+/* --- the runtime: tasks, waits, timers ----------------------------------------- */
 
 SL_EXPORT sl_ffi_current_t sl_ffi_current;
 
 /* Coroutines kept for reuse: a finished coroutine with an empty stack can run
- * the next request's phase, which spares a lua_newthread per request. */
+ * the next task, which spares a lua_newthread per request. */
 #define CO_POOL_MAX 256
 
 static lua_State *vm;
 static int ref_run = LUA_NOREF;
 static int ref_finish = LUA_NOREF;
+static int ref_run_timer = LUA_NOREF;
 static int worker_id, worker_count;
+static int exiting;
+static int test_mode;    /* `sluice test`: no worker, specs block in sluice.loop */
+static unsigned resumes; /* coroutine resumes so far: progress, for sluice.loop */
 static struct {
     lua_State *co;
     int ref;
@@ -138,22 +150,55 @@ SL_EXPORT int sl_ffi_worker_id(int *count)
     return worker_id;
 }
 
+SL_EXPORT int sl_ffi_worker_exiting(void)
+{
+    return exiting;
+}
+
+/* Loads the Lua functions C calls (runner.run_phase and finish,
+ * timer.run) into the registry. Returns SL_OK or SL_ERROR (logged). */
+static int load_refs(void)
+{
+    if (ref_run != LUA_NOREF)
+        return SL_OK;
+    lua_getglobal(vm, "require");
+    lua_pushliteral(vm, "sluice.runner");
+    if (sl_lua_pcall(vm, 1, 1) != SL_OK) {
+        sl_log(SL_LOG_ERR, "cannot load the plugin runner: %s", lua_tostring(vm, -1));
+        lua_pop(vm, 1);
+        return SL_ERROR;
+    }
+    lua_getglobal(vm, "require");
+    lua_pushliteral(vm, "sluice.timer");
+    if (sl_lua_pcall(vm, 1, 1) != SL_OK) {
+        sl_log(SL_LOG_ERR, "cannot load sluice.timer: %s", lua_tostring(vm, -1));
+        lua_pop(vm, 2);
+        return SL_ERROR;
+    }
+    lua_getfield(vm, -1, "run");
+    ref_run_timer = luaL_ref(vm, LUA_REGISTRYINDEX);
+    lua_pop(vm, 1);
+    lua_getfield(vm, -1, "finish");
+    ref_finish = luaL_ref(vm, LUA_REGISTRYINDEX);
+    lua_getfield(vm, -1, "run_phase");
+    ref_run = luaL_ref(vm, LUA_REGISTRYINDEX);
+    lua_pop(vm, 1);
+    return SL_OK;
+}
+
 int sl_lua_worker_init(lua_State *L, int id, int nworkers)
 {
     vm = L;
     worker_id = id;
     worker_count = nworkers;
+    if (load_refs() != SL_OK)
+        return SL_ERROR;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "sluice.runner");
     if (sl_lua_pcall(L, 1, 1) != SL_OK) {
-        sl_log(SL_LOG_ERR, "cannot load the plugin runner: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
         return SL_ERROR;
     }
-    lua_getfield(L, -1, "run_phase");
-    ref_run = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "finish");
-    ref_finish = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "init_worker");
     lua_pushinteger(L, id);
     lua_pushinteger(L, nworkers);
@@ -166,17 +211,52 @@ int sl_lua_worker_init(lua_State *L, int id, int nworkers)
     return SL_OK;
 }
 
-static int resume(sl_request_t *req, int nargs)
+void sl_lua_task_init(sl_lua_task_t *t, sl_request_t *req, void (*wake)(sl_lua_task_t *, int))
 {
-    lua_State *co = req->co;
-    sl_ffi_current.r = req;
-    sl_ffi_current.phase = req->phase;
-    sl_ffi_current.id = req->seq;
-    sl_ffi_current.has_ctx = req->has_ctx;
+    t->co = NULL;
+    t->co_ref = LUA_NOREF;
+    t->phase = SL_PHASE_NONE;
+    t->seq = 0;
+    t->has_ctx = 0;
+    sl_queue_init(&t->waits);
+    t->req = req;
+    t->wake = wake;
+}
+
+/* Gives t a coroutine: a pooled one, or a new one. */
+static void task_coroutine(sl_lua_task_t *t)
+{
+    if (t->co != NULL)
+        return;
+    if (co_pooled > 0) {
+        co_pooled--;
+        t->co = co_pool[co_pooled].co;
+        t->co_ref = co_pool[co_pooled].ref;
+    } else {
+        t->co = lua_newthread(vm);
+        t->co_ref = luaL_ref(vm, LUA_REGISTRYINDEX);
+    }
+}
+
+/* Resumes t's coroutine with nargs values on its stack. Returns SL_AGAIN
+ * when it yielded (it waits), SL_DONE when it returned a status (a plugin's
+ * exit: status, body, headers stay at 1..3), SL_OK when it returned anything
+ * else, SL_ERROR when it raised (a runtime bug: logged, coroutine dropped).
+ * The current task is saved and restored around it, because a spec blocked
+ * in sluice.loop runs tasks from inside a Lua call of its own. */
+static int task_resume(sl_lua_task_t *t, int nargs)
+{
+    lua_State *co = t->co;
+    sl_ffi_current_t saved = sl_ffi_current;
+    sl_ffi_current.r = t->req;
+    sl_ffi_current.task = t;
+    sl_ffi_current.phase = t->phase;
+    sl_ffi_current.id = t->seq;
+    sl_ffi_current.has_ctx = t->has_ctx;
+    resumes++;
     int rc = lua_resume(co, nargs);
-    req->has_ctx = sl_ffi_current.has_ctx;
-    sl_ffi_current.r = NULL;
-    sl_ffi_current.phase = SL_PHASE_NONE;
+    t->has_ctx = sl_ffi_current.has_ctx;
+    sl_ffi_current = saved;
 
     if (rc == LUA_YIELD) {
         lua_settop(co, 0);
@@ -190,56 +270,103 @@ static int resume(sl_request_t *req, int nargs)
         lua_settop(co, 0);
         return SL_OK;
     }
-    /* The runner catches plugin errors itself; what reaches here is a bug in
-     * the runtime. The coroutine is dead and cannot be reused. */
+    /* The runner and timer.run catch Lua errors themselves; what reaches
+     * here is a bug in the runtime. The coroutine is dead and not reused. */
     luaL_traceback(vm, co, lua_tostring(co, -1), 0);
     sl_log(SL_LOG_ERR, "plugin runtime error: %s", lua_tostring(vm, -1));
     lua_pop(vm, 1);
-    luaL_unref(vm, LUA_REGISTRYINDEX, req->co_ref);
-    req->co = NULL;
-    req->co_ref = LUA_NOREF;
+    luaL_unref(vm, LUA_REGISTRYINDEX, t->co_ref);
+    t->co = NULL;
+    t->co_ref = LUA_NOREF;
     return SL_ERROR;
+}
+
+/* Cancels every wait t still has (it ended, or its client left). */
+static void waits_cancel(sl_lua_task_t *t)
+{
+    while (!sl_queue_empty(&t->waits)) {
+        sl_wait_t *w = sl_queue_data(t->waits.next, sl_wait_t, link);
+        sl_lua_wait_done(w);
+        w->cancel(w);
+    }
+}
+
+/* Ends t: cancels its waits, drops its Lua context and gives its coroutine
+ * back to the pool (a coroutine still suspended is left to the collector). */
+static void task_release(sl_lua_task_t *t)
+{
+    waits_cancel(t);
+    lua_State *co = t->co;
+    if (co == NULL)
+        return;
+    t->co = NULL;
+    /* Drop the task's Lua context (ctx tables, plugin state), if it made one. */
+    if (t->has_ctx) {
+        t->has_ctx = 0;
+        lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_finish);
+        lua_pushnumber(vm, t->seq);
+        if (sl_lua_pcall(vm, 1, 0) != SL_OK) {
+            sl_log(SL_LOG_ERR, "plugin runtime error: %s", lua_tostring(vm, -1));
+            lua_pop(vm, 1);
+        }
+    }
+    if (lua_status(co) == 0 && co_pooled < CO_POOL_MAX) {
+        lua_settop(co, 0);
+        co_pool[co_pooled].co = co;
+        co_pool[co_pooled].ref = t->co_ref;
+        co_pooled++;
+    } else {
+        luaL_unref(vm, LUA_REGISTRYINDEX, t->co_ref);
+    }
+    t->co_ref = LUA_NOREF;
+}
+
+int sl_lua_phase_chain(sl_request_t *req, int phase, int chain)
+{
+    sl_lua_task_t *t = &req->task;
+    task_coroutine(t);
+    t->phase = phase;
+    lua_State *co = t->co;
+    lua_settop(co, 0); /* an earlier phase's exit values */
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ref_run);
+    lua_pushinteger(co, phase);
+    lua_pushinteger(co, chain);
+    lua_pushnumber(co, t->seq);
+    return task_resume(t, 3);
 }
 
 int sl_lua_phase(sl_request_t *req, int phase)
 {
-    if (req->co == NULL) {
-        if (co_pooled > 0) {
-            co_pooled--;
-            req->co = co_pool[co_pooled].co;
-            req->co_ref = co_pool[co_pooled].ref;
-        } else {
-            req->co = lua_newthread(vm);
-            req->co_ref = luaL_ref(vm, LUA_REGISTRYINDEX);
-        }
-    }
-    req->phase = phase;
-    lua_State *co = req->co;
-    lua_settop(co, 0); /* an earlier phase's exit values */
-    lua_rawgeti(co, LUA_REGISTRYINDEX, ref_run);
-    lua_pushinteger(co, phase);
-    lua_pushinteger(co, req->route != NULL ? (lua_Integer)req->route->index + 1 : 0);
-    lua_pushnumber(co, req->seq);
-    return resume(req, 3);
+    return sl_lua_phase_chain(req, phase, req->route != NULL ? req->route->chain : 0);
 }
 
 int sl_lua_resume(sl_request_t *req, int id)
 {
-    lua_pushinteger(req->co, id);
-    return resume(req, 1);
+    lua_pushinteger(req->task.co, id);
+    return task_resume(&req->task, 1);
 }
 
-void sl_lua_wait_add(sl_request_t *req, sl_wait_t *w, int id, void (*cancel)(sl_wait_t *))
+void sl_lua_wait_add(sl_lua_task_t *t, sl_wait_t *w, int id, void (*cancel)(sl_wait_t *))
 {
-    w->req = req;
+    w->task = t;
     w->id = id;
     w->cancel = cancel;
-    sl_queue_insert_tail(&req->waits, &w->link);
+    sl_queue_insert_tail(&t->waits, &w->link);
 }
 
 void sl_lua_wait_done(sl_wait_t *w)
 {
     sl_queue_remove(&w->link);
+}
+
+sl_wait_t *sl_lua_wait_find(sl_lua_task_t *t, int id, void (*cancel)(sl_wait_t *))
+{
+    for (sl_queue_t *q = t->waits.next; q != &t->waits; q = q->next) {
+        sl_wait_t *w = sl_queue_data(q, sl_wait_t, link);
+        if (w->id == id && w->cancel == cancel)
+            return w;
+    }
+    return NULL;
 }
 
 /* A sleep. Sleeps come from a free list: a request that sleeps allocates
@@ -278,14 +405,14 @@ static void sleep_timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)
     SL_UNUSED(loop);
     SL_UNUSED(revents);
     lua_sleep_t *sl = (lua_sleep_t *)((char *)ev - offsetof(lua_sleep_t, ev));
-    sl_request_t *req = sl->wait.req;
+    sl_lua_task_t *t = sl->wait.task;
     int id = sl->wait.id;
     sl_lua_wait_done(&sl->wait);
     sleep_free(sl);
-    sl_proxy_lua_wake(req, id);
+    sl_lua_wake(t, id);
 }
 
-int sl_lua_wait_timer(sl_request_t *req, double seconds, int id)
+int sl_lua_wait_timer(sl_lua_task_t *t, double seconds, int id)
 {
     lua_sleep_t *sl = free_sleeps;
     if (sl != NULL) {
@@ -294,32 +421,22 @@ int sl_lua_wait_timer(sl_request_t *req, double seconds, int id)
     } else if ((sl = malloc(sizeof(*sl))) == NULL) {
         return SL_ERROR;
     }
-    sl_lua_wait_add(req, &sl->wait, id, sleep_cancel);
+    sl_lua_wait_add(t, &sl->wait, id, sleep_cancel);
     ev_timer_init(&sl->ev, sleep_timer_cb, seconds > 0 ? seconds : 0, 0.);
     ev_timer_start(ev_default_loop(0), &sl->ev);
     return SL_OK;
 }
 
-/* Cancels every wait the request still has (it ended, or its client left). */
-static void waits_cancel(sl_request_t *req)
-{
-    while (!sl_queue_empty(&req->waits)) {
-        sl_wait_t *w = sl_queue_data(req->waits.next, sl_wait_t, link);
-        sl_lua_wait_done(w);
-        w->cancel(w);
-    }
-}
-
 int sl_lua_exit(sl_request_t *req, const char **body, size_t *len)
 {
-    lua_State *co = req->co;
+    lua_State *co = req->task.co;
     *body = lua_tolstring(co, 2, len);
     return (int)lua_tointeger(co, 1);
 }
 
 int sl_lua_exit_keep_headers(sl_request_t *req)
 {
-    lua_State *co = req->co;
+    lua_State *co = req->task.co;
     if (co == NULL || !lua_istable(co, 3))
         return LUA_NOREF;
     lua_pushvalue(co, 3);
@@ -328,7 +445,7 @@ int sl_lua_exit_keep_headers(sl_request_t *req)
 
 void sl_lua_exit_restore_headers(sl_request_t *req, int ref)
 {
-    lua_State *co = req->co;
+    lua_State *co = req->task.co;
     if (co == NULL) {
         if (ref != LUA_NOREF)
             luaL_unref(vm, LUA_REGISTRYINDEX, ref);
@@ -345,31 +462,7 @@ void sl_lua_exit_restore_headers(sl_request_t *req, int ref)
 
 void sl_lua_release(sl_request_t *req)
 {
-    waits_cancel(req);
-    lua_State *co = req->co;
-    if (co == NULL)
-        return;
-    req->co = NULL;
-    /* Drop the request's Lua context (ctx tables, plugin state). */
-    if (req->has_ctx) {
-        lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_finish);
-        lua_pushnumber(vm, req->seq);
-        if (sl_lua_pcall(vm, 1, 0) != SL_OK) {
-            sl_log(SL_LOG_ERR, "plugin runtime error: %s", lua_tostring(vm, -1));
-            lua_pop(vm, 1);
-        }
-    }
-    if (lua_status(co) == 0 && co_pooled < CO_POOL_MAX) {
-        lua_settop(co, 0);
-        co_pool[co_pooled].co = co;
-        co_pool[co_pooled].ref = req->co_ref;
-        co_pooled++;
-    } else {
-        /* A coroutine still suspended (the client left mid-sleep) is
-         * dropped; the collector frees it. */
-        luaL_unref(vm, LUA_REGISTRYINDEX, req->co_ref);
-    }
-    req->co_ref = LUA_NOREF;
+    task_release(&req->task);
 }
 
 /* --- timers ----------------------------------------------------------------------- */
@@ -378,15 +471,36 @@ void sl_lua_release(sl_request_t *req)
  * under load must hit a clear error, not exhaust memory. */
 #define MAX_TIMERS 4096
 
+typedef struct timer_run_s timer_run_t;
+
 typedef struct lua_timer_s {
     ev_timer ev;
     int id;
+    timer_run_t *run; /* a repeating timer's run that has not ended yet */
+    int unref;        /* it does not hold the loop (a worker's timers) */
     struct lua_timer_s *next;
 } lua_timer_t;
 
+/* One run of a timer's function: a task of its own, so the function may wait
+ * for I/O. A repeating timer starts no run while its previous one has not
+ * ended: that tick is skipped, not queued (see docs/pdk.md). */
+struct timer_run_s {
+    sl_lua_task_t task;
+    lua_timer_t *timer; /* the repeating timer it belongs to, while it exists */
+    sl_queue_t link;    /* in runs */
+};
+
 static lua_timer_t *timers; /* pending, for cancel */
 static int ntimers;
-static int ref_run_timer = LUA_NOREF;
+static sl_queue_t runs = {&runs, &runs};
+static int nruns;
+static double run_seq;
+static void (*idle_hook)(void);
+
+int sl_lua_timer_runs(void)
+{
+    return nruns;
+}
 
 static void timer_unlink(lua_timer_t *t)
 {
@@ -399,48 +513,90 @@ static void timer_unlink(lua_timer_t *t)
     }
 }
 
+static void run_end(timer_run_t *run)
+{
+    sl_queue_remove(&run->link);
+    nruns--;
+    if (run->timer != NULL)
+        run->timer->run = NULL;
+    task_release(&run->task);
+    free(run);
+    if (nruns == 0 && idle_hook != NULL)
+        idle_hook();
+}
+
+static void run_wake(sl_lua_task_t *t, int id)
+{
+    timer_run_t *run = (timer_run_t *)t;
+    lua_pushinteger(t->co, id);
+    if (task_resume(t, 1) != SL_AGAIN)
+        run_end(run);
+}
+
+/* Starts a run of timer `id` (its function is kept by lua/sluice/timer.lua):
+ * the function runs at once until it ends or waits. */
+static void run_start(int id, int repeating, lua_timer_t *timer)
+{
+    timer_run_t *run = malloc(sizeof(*run));
+    if (run == NULL || load_refs() != SL_OK) {
+        sl_log(SL_LOG_ERR, "timer %d not run: out of memory", id);
+        free(run);
+        return;
+    }
+    sl_lua_task_init(&run->task, NULL, run_wake);
+    run->task.phase = SL_PHASE_TIMER;
+    run_seq -= 1;
+    run->task.seq = run_seq;
+    run->timer = timer;
+    sl_queue_insert_tail(&runs, &run->link);
+    nruns++;
+    if (timer != NULL)
+        timer->run = run;
+    task_coroutine(&run->task);
+    lua_State *co = run->task.co;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ref_run_timer);
+    lua_pushinteger(co, id);
+    lua_pushboolean(co, repeating);
+    if (task_resume(&run->task, 2) != SL_AGAIN)
+        run_end(run);
+}
+
 static void timer_cb(struct ev_loop *loop, ev_timer *ev, int revents)
 {
     SL_UNUSED(revents);
     lua_timer_t *t = (lua_timer_t *)ev;
     int id = t->id, repeat = ev->repeat > 0;
+    if (repeat && t->run != NULL) {
+        SL_LOG(SL_LOG_DEBUG, "timer %d: the previous run has not ended; skipping this one", id);
+        return;
+    }
     if (!repeat) {
         /* libev stopped it before calling us: balance the ev_unref made at start. */
-        ev_ref(loop);
+        if (t->unref)
+            ev_ref(loop);
         timer_unlink(t);
         free(t);
     }
-    /* Runs on the main Lua state: timer functions cannot wait for I/O yet. */
-    lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_run_timer);
-    lua_pushinteger(vm, id);
-    lua_pushboolean(vm, repeat);
-    if (sl_lua_pcall(vm, 2, 0) != SL_OK) {
-        sl_log(SL_LOG_ERR, "timer %d failed: %s", id, lua_tostring(vm, -1));
-        lua_pop(vm, 1);
-    }
+    run_start(id, repeat, repeat ? t : NULL);
 }
 
 SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const char **err)
 {
     if (vm == NULL) {
-        *err = "timers run in a worker (not in sluice check or sluice test)";
+        *err = "timers run in a worker or in sluice test (not in sluice check)";
+        return SL_ERROR;
+    }
+    if (exiting && (delay > 0 || interval > 0)) {
+        *err = "process exiting";
         return SL_ERROR;
     }
     if (ntimers >= MAX_TIMERS) {
         *err = "too many pending timers";
         return SL_ERROR;
     }
-    if (ref_run_timer == LUA_NOREF) {
-        lua_getglobal(vm, "require");
-        lua_pushliteral(vm, "sluice.timer");
-        if (sl_lua_pcall(vm, 1, 1) != SL_OK) {
-            lua_pop(vm, 1);
-            *err = "cannot load sluice.timer";
-            return SL_ERROR;
-        }
-        lua_getfield(vm, -1, "run");
-        ref_run_timer = luaL_ref(vm, LUA_REGISTRYINDEX);
-        lua_pop(vm, 1);
+    if (load_refs() != SL_OK) {
+        *err = "cannot load sluice.timer";
+        return SL_ERROR;
     }
     lua_timer_t *t = malloc(sizeof(*t));
     if (t == NULL) {
@@ -448,28 +604,197 @@ SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const ch
         return SL_ERROR;
     }
     struct ev_loop *loop = ev_default_loop(0);
+    if (test_mode && sl_ffi_current.task == NULL)
+        ev_now_update(loop); /* a spec's own code: the loop's clock stood still */
     ev_timer_init(&t->ev, timer_cb, delay < 0 ? 0 : delay, interval > 0 ? interval : 0);
     t->id = id;
+    t->run = NULL;
     t->next = timers;
     timers = t;
     ntimers++;
     ev_timer_start(loop, &t->ev);
-    /* Pending timers do not keep a stopping worker alive. */
-    ev_unref(loop);
+    /* Pending timers do not keep a stopping worker alive; in sluice test
+     * they are what a spec blocked in sluice.loop waits for. */
+    t->unref = !test_mode;
+    if (t->unref)
+        ev_unref(loop);
     return SL_OK;
+}
+
+static void timer_free(struct ev_loop *loop, lua_timer_t *t)
+{
+    if (t->unref)
+        ev_ref(loop);
+    ev_timer_stop(loop, &t->ev);
+    if (t->run != NULL)
+        t->run->timer = NULL;
+    timer_unlink(t);
+    free(t);
 }
 
 SL_EXPORT int sl_ffi_timer_cancel(int id)
 {
     for (lua_timer_t *t = timers; t != NULL; t = t->next) {
         if (t->id == id) {
-            struct ev_loop *loop = ev_default_loop(0);
-            ev_ref(loop);
-            ev_timer_stop(loop, &t->ev);
-            timer_unlink(t);
-            free(t);
+            /* A run in progress finishes; no other starts. */
+            timer_free(ev_default_loop(0), t);
             return SL_OK;
         }
     }
     return SL_DECLINED;
+}
+
+void sl_lua_shutdown(void (*hook)(void))
+{
+    if (exiting)
+        return;
+    exiting = 1;
+    idle_hook = hook;
+    /* As OpenResty does on exit: every pending timer runs once now, so a
+     * timer that ships buffered logs gets its last chance. Each run starts
+     * from a copy of the list, as runs may arm (zero-delay) or cancel timers. */
+    struct ev_loop *loop = ev_default_loop(0);
+    while (timers != NULL) {
+        lua_timer_t *t = timers;
+        int id = t->id, busy = t->run != NULL;
+        timer_free(loop, t);
+        if (!busy)
+            run_start(id, 0, NULL);
+        else
+            SL_LOG(SL_LOG_DEBUG, "timer %d: still running at exit, not run again", id);
+    }
+}
+
+/* --- sluice test: the loop a spec blocks in ------------------------------------ */
+
+/* In `sluice test` a spec's own code runs on the main Lua state, outside any
+ * task: it cannot yield to a loop. A PDK call that waits, made there, starts
+ * its operation on the main task and then blocks in sluice.loop.wait, which
+ * runs the loop until that operation completes; timers, in-process requests
+ * and other I/O progress meanwhile. Waits of the main task complete in any
+ * order, so their ids are collected here until their waiter asks. */
+#define MAIN_DONE_MAX 64
+
+static sl_lua_task_t main_task;
+static int main_done[MAIN_DONE_MAX];
+static int nmain_done;
+
+static void main_wake(sl_lua_task_t *t, int id)
+{
+    SL_UNUSED(t);
+    if (nmain_done < MAIN_DONE_MAX)
+        main_done[nmain_done++] = id;
+}
+
+static int main_take(int id)
+{
+    for (int i = 0; i < nmain_done; i++) {
+        if (main_done[i] == id) {
+            main_done[i] = main_done[--nmain_done];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+SL_EXPORT sl_lua_task_t *sl_ffi_main_task(void)
+{
+    if (!test_mode || sl_ffi_current.task != NULL)
+        return NULL;
+    /* The loop's clock stood still while the spec ran: timeouts and sleeps
+     * about to start count from now. */
+    ev_now_update(ev_default_loop(0));
+    return &main_task;
+}
+
+int sl_lua_test_init(lua_State *L)
+{
+    if (ev_default_loop(0) == NULL)
+        return SL_ERROR;
+    vm = L;
+    test_mode = 1;
+    sl_lua_task_init(&main_task, NULL, main_wake);
+    main_task.phase = SL_PHASE_TIMER;
+    return SL_OK;
+}
+
+void sl_lua_test_close(void)
+{
+    struct ev_loop *loop = ev_default_loop(0);
+    waits_cancel(&main_task);
+    while (timers != NULL)
+        timer_free(loop, timers);
+    while (!sl_queue_empty(&runs)) {
+        timer_run_t *run = sl_queue_data(runs.next, timer_run_t, link);
+        run_end(run);
+    }
+    while (free_sleeps != NULL) {
+        lua_sleep_t *sl = free_sleeps;
+        free_sleeps = sl->next_free;
+        free(sl);
+    }
+    nfree_sleeps = 0;
+    test_mode = 0;
+    vm = NULL;
+}
+
+/* Runs one loop iteration, blocking until something happens. Raises when
+ * called from inside a task (it would resume itself) or when nothing is
+ * pending (it would block forever). */
+static void loop_step(lua_State *L, const char *fname)
+{
+    if (!test_mode)
+        luaL_error(L, "%s: the event loop runs in sluice test only", fname);
+    if (sl_ffi_current.task != NULL)
+        luaL_error(L, "%s cannot be called from a timer or a plugin: it blocks the loop", fname);
+    unsigned before = resumes;
+    int ndone = nmain_done;
+    if (!ev_run(ev_default_loop(0), EVRUN_ONCE) && nmain_done == ndone && resumes == before)
+        luaL_error(L, "%s: nothing left to wait for", fname);
+}
+
+/* sluice.loop.wait(id): blocks until wait `id` of the main task completed. */
+static int loop_wait(lua_State *L)
+{
+    int id = (int)luaL_checkinteger(L, 1);
+    while (!main_take(id))
+        loop_step(L, "sluice.loop.wait");
+    return 0;
+}
+
+/* sluice.loop.step(): one loop iteration (for waiting on timers and threads). */
+static int loop_step_fn(lua_State *L)
+{
+    loop_step(L, "sluice.loop.step");
+    return 0;
+}
+
+/* sluice.loop.spawn(id): runs the function of timer id (kept by
+ * lua/sluice/timer.lua) now, as a task of its own, until it ends or waits. */
+static int loop_spawn(lua_State *L)
+{
+    int id = (int)luaL_checkinteger(L, 1);
+    if (vm == NULL)
+        return luaL_error(L, "sluice.loop.spawn: no runtime");
+    run_start(id, 0, NULL);
+    return 0;
+}
+
+/* sluice.loop.timer_runs(): timer runs that have not ended. */
+static int loop_timer_runs(lua_State *L)
+{
+    lua_pushinteger(L, nruns);
+    return 1;
+}
+
+int luaopen_sluice_loop(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"wait", loop_wait},
+                                   {"step", loop_step_fn},
+                                   {"spawn", loop_spawn},
+                                   {"timer_runs", loop_timer_runs},
+                                   {NULL, NULL}};
+    lua_createtable(L, 0, 4);
+    luaL_register(L, NULL, fns);
+    return 1;
 }

@@ -187,8 +187,8 @@ SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *
         return 1;
     if (op != 2 && !value_ok(value, vlen))
         return 2;
-    if ((target == 0 && r->phase > SL_PHASE_ACCESS) ||
-        (target == 1 && r->phase > SL_PHASE_HEADER_FILTER)) {
+    if ((target == 0 && r->task.phase > SL_PHASE_ACCESS) ||
+        (target == 1 && r->task.phase > SL_PHASE_HEADER_FILTER)) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
@@ -225,7 +225,7 @@ SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *
 SL_EXPORT int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, size_t len,
                                   const char **err)
 {
-    if (r->phase > SL_PHASE_ACCESS) {
+    if (r->task.phase > SL_PHASE_ACCESS) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
@@ -252,13 +252,13 @@ SL_EXPORT int sl_ffi_req_set_phases(sl_request_t *r, unsigned mask)
 
 static int before_proxy(const sl_request_t *r)
 {
-    return r->phase == SL_PHASE_REWRITE || r->phase == SL_PHASE_ACCESS;
+    return r->task.phase == SL_PHASE_REWRITE || r->task.phase == SL_PHASE_ACCESS;
 }
 
 SL_EXPORT int sl_ffi_service_set_upstream(sl_request_t *r, int index, const char **err)
 {
     sl_worker_t *w = r->c->w;
-    if (r->phase != SL_PHASE_ACCESS) {
+    if (r->task.phase != SL_PHASE_ACCESS) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
@@ -367,7 +367,7 @@ SL_EXPORT int sl_ffi_service_set_retries(sl_request_t *r, int retries, const cha
 
 SL_EXPORT int sl_ffi_resp_set_status(sl_request_t *r, int status, const char **err)
 {
-    if (r->phase != SL_PHASE_HEADER_FILTER) {
+    if (r->task.phase != SL_PHASE_HEADER_FILTER) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
@@ -379,7 +379,7 @@ SL_EXPORT int sl_ffi_resp_get_chunk(sl_request_t *r, const char **data, size_t *
                                     size_t *limit)
 {
     *limit = r->c->w->cf->server.response_body_buffer_size;
-    if (r->phase != SL_PHASE_BODY_FILTER) {
+    if (r->task.phase != SL_PHASE_BODY_FILTER) {
         *data = "";
         *len = 0;
         *eof = 0;
@@ -393,7 +393,7 @@ SL_EXPORT int sl_ffi_resp_get_chunk(sl_request_t *r, const char **data, size_t *
 
 SL_EXPORT int sl_ffi_resp_set_chunk(sl_request_t *r, const char *data, size_t len, const char **err)
 {
-    if (r->phase != SL_PHASE_BODY_FILTER) {
+    if (r->task.phase != SL_PHASE_BODY_FILTER) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
@@ -407,7 +407,7 @@ SL_EXPORT int sl_ffi_resp_set_chunk(sl_request_t *r, const char *data, size_t le
 
 SL_EXPORT int sl_ffi_resp_enable_buffering(sl_request_t *r, const char **err)
 {
-    if (r->phase != SL_PHASE_REWRITE && r->phase != SL_PHASE_ACCESS) {
+    if (r->task.phase != SL_PHASE_REWRITE && r->task.phase != SL_PHASE_ACCESS) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
@@ -418,7 +418,7 @@ SL_EXPORT int sl_ffi_resp_enable_buffering(sl_request_t *r, const char **err)
 SL_EXPORT int sl_ffi_upstream_body(sl_request_t *r, const char **body, size_t *len,
                                    const char **err)
 {
-    if (r->phase != SL_PHASE_HEADER_FILTER && r->phase != SL_PHASE_BODY_FILTER) {
+    if (r->task.phase != SL_PHASE_HEADER_FILTER && r->task.phase != SL_PHASE_BODY_FILTER) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
@@ -436,7 +436,7 @@ SL_EXPORT int sl_ffi_upstream_body(sl_request_t *r, const char **body, size_t *l
 
 SL_EXPORT int sl_ffi_resp_set_body(sl_request_t *r, const char *body, size_t len, const char **err)
 {
-    if (r->phase != SL_PHASE_HEADER_FILTER) {
+    if (r->task.phase != SL_PHASE_HEADER_FILTER) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
@@ -453,13 +453,13 @@ SL_EXPORT int sl_ffi_resp_set_body(sl_request_t *r, const char *body, size_t len
     return SL_OK;
 }
 
-SL_EXPORT int sl_ffi_sleep(sl_request_t *r, double seconds, int id, const char **err)
+SL_EXPORT int sl_ffi_sleep(sl_lua_task_t *t, double seconds, int id, const char **err)
 {
-    if (r->phase != SL_PHASE_REWRITE && r->phase != SL_PHASE_ACCESS) {
+    if (t->phase != SL_PHASE_REWRITE && t->phase != SL_PHASE_ACCESS && t->phase != SL_PHASE_TIMER) {
         *err = ERR_PHASE;
         return SL_ERROR;
     }
-    if (sl_lua_wait_timer(r, seconds, id) != SL_OK) {
+    if (sl_lua_wait_timer(t, seconds, id) != SL_OK) {
         *err = "out of memory";
         return SL_ERROR;
     }

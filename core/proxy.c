@@ -80,6 +80,7 @@ static int run_body_filter(sl_request_t *req, const char *data, size_t len, int 
                            const char **out, size_t *olen);
 static int scan_body(sl_request_t *req);
 static void request_timer_set(sl_request_t *req, int ms);
+static void request_wake(sl_lua_task_t *t, int id);
 
 /* Does the request have plugins to run in phase p (its route's, or an
  * authenticated consumer's)? */
@@ -132,8 +133,7 @@ static sl_request_t *request_get(sl_worker_t *w)
     if (arena != NULL)
         sl_arena_reset(arena);
     req->peer_index = -1;
-    req->co_ref = LUA_NOREF;
-    sl_queue_init(&req->waits);
+    sl_lua_task_init(&req->task, req, request_wake);
     return req;
 }
 
@@ -149,7 +149,7 @@ static void request_put(sl_worker_t *w, sl_request_t *req)
         sl_bytes_free(&req->ubody);
         sl_bytes_free(&req->fbuf);
     }
-    if (req->co != NULL || !sl_queue_empty(&req->waits))
+    if (req->task.co != NULL || !sl_queue_empty(&req->task.waits))
         sl_lua_release(req);
     if (w->nfree_reqs >= MAX_REQUESTS_FREE) {
         ev_timer_stop(w->loop, &req->timer.ev);
@@ -416,11 +416,11 @@ static int respond_exit(sl_request_t *req)
         sl_lua_exit_restore_headers(req, href);
         if (rc != SL_OK) {
             SL_LOG(SL_LOG_ERR, "%s failed on a plugin's response",
-                   req->phase == SL_PHASE_BODY_FILTER ? "body_filter" : "header_filter");
+                   req->task.phase == SL_PHASE_BODY_FILTER ? "body_filter" : "header_filter");
             return respond_error(c, req, 500, "An unexpected error occurred", !req->body_done);
         }
     }
-    return respond(c, req, status, NULL, body, blen, 0, req->co);
+    return respond(c, req, status, NULL, body, blen, 0, req->task.co);
 }
 
 /* --- access log ------------------------------------------------------------ */
@@ -875,7 +875,7 @@ static int start_request(sl_conn_t *c, sl_request_t *req)
     req->path = req->path_buf;
     req->path_len = (size_t)n;
 
-    req->seq = (double)w->request_seq;
+    req->task.seq = (double)w->request_seq;
     if (w->cf->rewrite_plugins) {
         int rc = lua_result(req, sl_lua_phase(req, SL_PHASE_REWRITE));
         if (rc != SL_OK)
@@ -972,7 +972,7 @@ static int lua_continue(sl_request_t *req, int id)
     if (rc != SL_OK)
         return rc == SL_AGAIN ? SL_OK : rc;
     req->state = RQ_CONNECTING;
-    switch (req->phase) {
+    switch (req->task.phase) {
     case SL_PHASE_REWRITE:
         return route_request(req);
     case SL_PHASE_ACCESS:
@@ -982,8 +982,10 @@ static int lua_continue(sl_request_t *req, int id)
     }
 }
 
-void sl_proxy_lua_wake(sl_request_t *req, int id)
+/* A wait of the request's plugins completed. */
+static void request_wake(sl_lua_task_t *t, int id)
 {
+    sl_request_t *req = t->req;
     if (req->state != RQ_LUA)
         return;
     lua_continue(req, id);
@@ -1287,7 +1289,7 @@ static int rbody_wait(sl_request_t *req, int id)
     sl_conn_t *c = req->c;
     if (send_continue(req) != SL_OK)
         return SL_ERROR;
-    sl_lua_wait_add(req, &req->rbody_wait, id, rbody_wait_cancel);
+    sl_lua_wait_add(&req->task, &req->rbody_wait, id, rbody_wait_cancel);
     sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.client_body_timeout);
     if (!(c->events & EV_READ) && c->in->end < c->in->size)
         sl_conn_watch(c, c->events | EV_READ);
@@ -1312,7 +1314,7 @@ static const char *const ERR_BODY_PHASE = "not allowed in this phase";
 
 int sl_proxy_read_body(sl_request_t *req, int id, const char **body, size_t *len, const char **err)
 {
-    if (req->phase != SL_PHASE_REWRITE && req->phase != SL_PHASE_ACCESS) {
+    if (req->task.phase != SL_PHASE_REWRITE && req->task.phase != SL_PHASE_ACCESS) {
         *err = ERR_BODY_PHASE;
         return SL_ERROR;
     }
@@ -1350,7 +1352,7 @@ int sl_proxy_read_body(sl_request_t *req, int id, const char **body, size_t *len
 
 int sl_proxy_set_body(sl_request_t *req, int id, const char *body, size_t len, const char **err)
 {
-    if (req->phase != SL_PHASE_REWRITE && req->phase != SL_PHASE_ACCESS) {
+    if (req->task.phase != SL_PHASE_REWRITE && req->task.phase != SL_PHASE_ACCESS) {
         *err = ERR_BODY_PHASE;
         return SL_ERROR;
     }

@@ -112,13 +112,9 @@ struct sl_request_s {
     double upstream_header; /* when the response head arrived */
     char id[33];
 
-    /* Lua: the coroutine running this request's plugins. */
-    struct lua_State *co;
-    int co_ref;
-    int phase;         /* SL_PHASE_* running or last run */
-    int has_ctx;       /* Lua made a context for it (see sl_ffi_current_t) */
-    double seq;        /* the request's number in this worker (the key of its Lua context) */
-    sl_queue_t waits;  /* pending Lua waits (sleeps), cancelled if the request ends */
+    /* Lua: the task running this request's plugins (its coroutine, phase,
+     * number in this worker and pending waits). */
+    sl_lua_task_t task;
     sl_arena_t *arena; /* plugin-made strings; reset, not freed, between requests */
     int nops;
     sl_str_t up_method; /* overrides of what goes upstream; NULL data: unchanged */
@@ -162,10 +158,6 @@ int sl_proxy_client_write(sl_conn_t *c);
 
 /* Client timer fired (header, body, send or keep-alive timeout). */
 void sl_proxy_client_timeout(sl_conn_t *c);
-
-/* A wait of req's plugins completed: resumes its coroutine with wait id
- * `id` (the Lua scheduler hands it to the thread that waits for it). */
-void sl_proxy_lua_wake(sl_request_t *req, int id);
 
 /* PDK: reads the whole request body (see sl_ffi_req_read_body for the
  * contract). */

@@ -18,8 +18,8 @@
 
 typedef struct redis_op_s redis_op_t;
 
-/* A connection. While a request uses it, it sits on that request's wait
- * list (never woken) so a request that ends without set_keepalive closes it. */
+/* A connection. While a task uses it, it sits on that task's wait list
+ * (never woken) so a task that ends without set_keepalive closes it. */
 typedef struct redis_conn_s {
     sl_wait_t owner;
     redisAsyncContext *ac;
@@ -31,7 +31,7 @@ typedef struct redis_conn_s {
     int handle;
 } redis_conn_t;
 
-/* An operation a request waits for: the connect, or a batch of commands. */
+/* An operation a task waits for: the connect, or a batch of commands. */
 struct redis_op_s {
     sl_wait_t wait;
     ev_timer timer;
@@ -72,11 +72,11 @@ static void wake_cb(struct ev_loop *loop, ev_timer *t, int revents)
     SL_UNUSED(loop);
     SL_UNUSED(revents);
     redis_op_t *op = (redis_op_t *)((char *)t - offsetof(redis_op_t, timer));
-    /* Stays on the request's list until Lua fetches it (sl_ffi_redis_result). */
-    sl_proxy_lua_wake(op->wait.req, op->wait.id);
+    /* Stays on the task's list until Lua fetches it (sl_ffi_redis_result). */
+    sl_lua_wake(op->wait.task, op->wait.id);
 }
 
-/* Ends an operation. The request is woken on the next loop iteration, never
+/* Ends an operation. The task is woken on the next loop iteration, never
  * from inside a hiredis callback: Lua may close or free the connection, and
  * hiredis still uses it when the callback returns. */
 static void op_finish(redis_op_t *op, const char *err)
@@ -136,7 +136,7 @@ static void op_cancel(sl_wait_t *w)
 static void owner_cancel(sl_wait_t *w)
 {
     redis_conn_t *c = (redis_conn_t *)w;
-    c->owner.req = NULL;
+    c->owner.task = NULL;
     conn_kill(c);
 }
 
@@ -220,7 +220,7 @@ static void connect_cb(const redisAsyncContext *ac, int status)
         c->ac = NULL;
         if (op != NULL)
             op_finish(op, "connection refused");
-        if (c->owner.req != NULL)
+        if (c->owner.task != NULL)
             sl_lua_wait_done(&c->owner);
         conn_free(c);
         return;
@@ -244,7 +244,7 @@ static void disconnect_cb(const redisAsyncContext *ac, int status)
         sl_queue_remove(&c->pool_link);
         npooled--;
     }
-    if (c->owner.req != NULL)
+    if (c->owner.task != NULL)
         sl_lua_wait_done(&c->owner);
     conn_free(c);
 }
@@ -260,20 +260,20 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         conn_kill(c);
 }
 
-static redis_op_t *op_new(sl_request_t *r, int id, redis_conn_t *c, double timeout)
+static redis_op_t *op_new(sl_lua_task_t *t, int id, redis_conn_t *c, double timeout)
 {
     redis_op_t *op = calloc(1, sizeof(*op));
     if (op == NULL)
         return NULL;
     op->conn = c;
     c->op = op;
-    sl_lua_wait_add(r, &op->wait, id, op_cancel);
+    sl_lua_wait_add(t, &op->wait, id, op_cancel);
     ev_timer_init(&op->timer, timer_cb, timeout > 0 ? timeout : 1., 0.);
     ev_timer_start(ev_default_loop(0), &op->timer);
     return op;
 }
 
-SL_EXPORT int sl_ffi_redis_connect(sl_request_t *r, int id, const char *ip, int port,
+SL_EXPORT int sl_ffi_redis_connect(sl_lua_task_t *t, int id, const char *ip, int port,
                                    double timeout, int *handle, int *fresh, const char **err)
 {
     char key[80];
@@ -284,7 +284,7 @@ SL_EXPORT int sl_ffi_redis_connect(sl_request_t *r, int id, const char *ip, int 
         if (!c->dead && strcmp(c->key, key) == 0) {
             sl_queue_remove(&c->pool_link);
             npooled--;
-            sl_lua_wait_add(r, &c->owner, 0, owner_cancel);
+            sl_lua_wait_add(t, &c->owner, 0, owner_cancel);
             *handle = c->handle;
             return SL_OK;
         }
@@ -309,8 +309,8 @@ SL_EXPORT int sl_ffi_redis_connect(sl_request_t *r, int id, const char *ip, int 
     redisLibevAttach(ev_default_loop(0), c->ac);
     redisAsyncSetConnectCallback(c->ac, connect_cb);
     redisAsyncSetDisconnectCallback(c->ac, disconnect_cb);
-    sl_lua_wait_add(r, &c->owner, 0, owner_cancel);
-    if (op_new(r, id, c, timeout) == NULL) {
+    sl_lua_wait_add(t, &c->owner, 0, owner_cancel);
+    if (op_new(t, id, c, timeout) == NULL) {
         *err = "out of memory";
         conn_kill(c);
         return SL_ERROR;
@@ -320,7 +320,7 @@ SL_EXPORT int sl_ffi_redis_connect(sl_request_t *r, int id, const char *ip, int 
     return SL_AGAIN;
 }
 
-SL_EXPORT int sl_ffi_redis_send(sl_request_t *r, int id, int handle, int ncommands,
+SL_EXPORT int sl_ffi_redis_send(sl_lua_task_t *t, int id, int handle, int ncommands,
                                 const int *argcs, const char **argv, const size_t *argvlen,
                                 double timeout, const char **err)
 {
@@ -333,7 +333,7 @@ SL_EXPORT int sl_ffi_redis_send(sl_request_t *r, int id, int handle, int ncomman
         *err = "a command is already running on this connection";
         return SL_ERROR;
     }
-    redis_op_t *op = op_new(r, id, c, timeout);
+    redis_op_t *op = op_new(t, id, c, timeout);
     if (op == NULL) {
         *err = "out of memory";
         return SL_ERROR;
@@ -350,20 +350,15 @@ SL_EXPORT int sl_ffi_redis_send(sl_request_t *r, int id, int handle, int ncomman
     return SL_OK;
 }
 
-static redis_op_t *op_find(sl_request_t *r, int id)
+static redis_op_t *op_find(sl_lua_task_t *t, int id)
 {
-    for (sl_queue_t *q = r->waits.next; q != &r->waits; q = q->next) {
-        sl_wait_t *w = sl_queue_data(q, sl_wait_t, link);
-        if (w->id == id && w->cancel == op_cancel)
-            return (redis_op_t *)w;
-    }
-    return NULL;
+    return (redis_op_t *)sl_lua_wait_find(t, id, op_cancel);
 }
 
-SL_EXPORT int sl_ffi_redis_result(sl_request_t *r, int id, const char **buf, size_t *len,
+SL_EXPORT int sl_ffi_redis_result(sl_lua_task_t *t, int id, const char **buf, size_t *len,
                                   const char **err)
 {
-    redis_op_t *op = op_find(r, id);
+    redis_op_t *op = op_find(t, id);
     if (op == NULL || !op->done) {
         *err = "no such operation";
         return SL_ERROR;
@@ -377,9 +372,9 @@ SL_EXPORT int sl_ffi_redis_result(sl_request_t *r, int id, const char **buf, siz
     return SL_OK;
 }
 
-SL_EXPORT void sl_ffi_redis_op_free(sl_request_t *r, int id)
+SL_EXPORT void sl_ffi_redis_op_free(sl_lua_task_t *t, int id)
 {
-    redis_op_t *op = op_find(r, id);
+    redis_op_t *op = op_find(t, id);
     if (op != NULL) {
         sl_lua_wait_done(&op->wait);
         op_free(op);
@@ -391,9 +386,9 @@ SL_EXPORT int sl_ffi_redis_keepalive(int handle)
     redis_conn_t *c = handle_get(handle);
     if (c == NULL || c->dead || c->op != NULL)
         return SL_DECLINED;
-    if (c->owner.req != NULL) {
+    if (c->owner.task != NULL) {
         sl_lua_wait_done(&c->owner);
-        c->owner.req = NULL;
+        c->owner.task = NULL;
     }
     if (npooled >= POOL_MAX) {
         conn_kill(c);
@@ -409,9 +404,9 @@ SL_EXPORT int sl_ffi_redis_close(int handle)
     redis_conn_t *c = handle_get(handle);
     if (c == NULL)
         return SL_DECLINED;
-    if (c->owner.req != NULL) {
+    if (c->owner.task != NULL) {
         sl_lua_wait_done(&c->owner);
-        c->owner.req = NULL;
+        c->owner.task = NULL;
     }
     conn_kill(c);
     return SL_OK;

@@ -19,6 +19,10 @@
 /* BEGIN request */
 typedef struct sl_request_s sl_request_t;
 
+/* What a wait wakes: a proxied request's phases, a timer run, an in-process
+ * test request (see core/sl_lua.h). Waiting PDK calls take the current one. */
+typedef struct sl_lua_task_s sl_lua_task_t;
+
 /* Phases, in the order a request goes through them. */
 enum {
     SL_PHASE_NONE = 0,
@@ -27,15 +31,19 @@ enum {
     SL_PHASE_ACCESS = 3,
     SL_PHASE_HEADER_FILTER = 4,
     SL_PHASE_BODY_FILTER = 5,
-    SL_PHASE_LOG = 6, /* always the last */
+    SL_PHASE_LOG = 6,   /* always the last phase of a request */
+    SL_PHASE_TIMER = 7, /* a timer's function, outside any request */
 };
 
 /* The request whose Lua code runs now; C sets it before every resume, so a
- * PDK call made after a yield still finds its own request. Lua sets has_ctx
- * when it makes the request's context (a table it must drop at the end); a
- * request whose plugins never need one costs no Lua call when it ends. */
+ * PDK call made after a yield still finds its own request. task is the
+ * coroutine's task (NULL on the main Lua state); r is NULL in a timer. Lua
+ * sets has_ctx when it makes the task's context (a table it must drop at the
+ * end); a request whose plugins never need one costs no Lua call when it
+ * ends. */
 typedef struct {
     sl_request_t *r;
+    sl_lua_task_t *task;
     int phase;
     int has_ctx;
     double id; /* the per-worker request number: the key of its Lua context */
@@ -161,12 +169,20 @@ SL_EXPORT int sl_ffi_upstream_body(sl_request_t *r, const char **body, size_t *l
  * gets with body[0, len) (copied); its Content-Length follows. */
 SL_EXPORT int sl_ffi_resp_set_body(sl_request_t *r, const char *body, size_t len, const char **err);
 
-/* Starts wait `id` of the request: a timer of `seconds`. The caller yields;
- * the request's coroutine is resumed with id when it fires. */
-SL_EXPORT int sl_ffi_sleep(sl_request_t *r, double seconds, int id, const char **err);
+/* Starts wait `id` of task t: a timer of `seconds`. The caller yields (or,
+ * on the main task, blocks in sluice.loop.wait); t is woken with id when it
+ * fires. */
+SL_EXPORT int sl_ffi_sleep(sl_lua_task_t *t, double seconds, int id, const char **err);
+
+/* In `sluice test`, outside any task: the task a spec's own waits belong to
+ * (they block in sluice.loop.wait). NULL anywhere else. */
+SL_EXPORT sl_lua_task_t *sl_ffi_main_task(void);
 
 /* This worker's number (0-based) and the number of workers. */
 SL_EXPORT int sl_ffi_worker_id(int *count);
+
+/* 1 once the worker is stopping (sluice.worker.exiting), else 0. */
+SL_EXPORT int sl_ffi_worker_exiting(void);
 
 /* Writes one error-log line at level (0 error .. 4 debug) if enabled. */
 SL_EXPORT void sl_ffi_log(int level, const char *msg, size_t len);
@@ -179,21 +195,21 @@ SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const ch
 /* Cancels a repeating timer. */
 SL_EXPORT int sl_ffi_timer_cancel(int id);
 
-/* sluice.http: starts call `id` of the request: resolves host (an IP
- * literal, or a name through the worker's DNS cache), connects to its port,
- * sends the request bytes Lua built, reads the whole response (at most
- * max_size bytes) within timeout seconds, then wakes the request with id. */
-SL_EXPORT int sl_ffi_http_start(sl_request_t *r, int id, const char *host, size_t hostlen, int port,
-                                const char *bytes, size_t len, int method_head, double timeout,
-                                size_t max_size, const char **err);
+/* sluice.http: starts call `id` of task t: resolves host (an IP literal,
+ * or a name through the worker's DNS cache), connects to its port, sends the
+ * request bytes Lua built, reads the whole response (at most max_size bytes)
+ * within timeout seconds, then wakes t with id. */
+SL_EXPORT int sl_ffi_http_start(sl_lua_task_t *t, int id, const char *host, size_t hostlen,
+                                int port, const char *bytes, size_t len, int method_head,
+                                double timeout, size_t max_size, const char **err);
 
 /* The outcome of a finished call: status, header count and body, or
  * SL_ERROR with what went wrong. Valid until sl_ffi_http_free. */
-SL_EXPORT int sl_ffi_http_result(sl_request_t *r, int id, int *status, int *nheaders,
+SL_EXPORT int sl_ffi_http_result(sl_lua_task_t *t, int id, int *status, int *nheaders,
                                  const char **body, size_t *blen, const char **err);
-SL_EXPORT int sl_ffi_http_header_at(sl_request_t *r, int id, int i, const char **name, size_t *nlen,
-                                    const char **value, size_t *vlen);
-SL_EXPORT void sl_ffi_http_free(sl_request_t *r, int id);
+SL_EXPORT int sl_ffi_http_header_at(sl_lua_task_t *t, int id, int i, const char **name,
+                                    size_t *nlen, const char **value, size_t *vlen);
+SL_EXPORT void sl_ffi_http_free(sl_lua_task_t *t, int id);
 
 /* sluice.redis over hiredis's async client. Connections are small integer
  * handles. connect reuses an idle pooled connection (SL_OK, *fresh 0) or
@@ -201,14 +217,14 @@ SL_EXPORT void sl_ffi_http_free(sl_request_t *r, int id);
  * (argcs[i] arguments each, flattened in argv) and wakes id when every
  * reply arrived. result gives the replies serialized for lua/sluice/redis.lua;
  * op_free releases them. keepalive returns a connection to the pool. */
-SL_EXPORT int sl_ffi_redis_connect(sl_request_t *r, int id, const char *ip, int port,
+SL_EXPORT int sl_ffi_redis_connect(sl_lua_task_t *t, int id, const char *ip, int port,
                                    double timeout, int *handle, int *fresh, const char **err);
-SL_EXPORT int sl_ffi_redis_send(sl_request_t *r, int id, int handle, int ncommands,
+SL_EXPORT int sl_ffi_redis_send(sl_lua_task_t *t, int id, int handle, int ncommands,
                                 const int *argcs, const char **argv, const size_t *argvlen,
                                 double timeout, const char **err);
-SL_EXPORT int sl_ffi_redis_result(sl_request_t *r, int id, const char **buf, size_t *len,
+SL_EXPORT int sl_ffi_redis_result(sl_lua_task_t *t, int id, const char **buf, size_t *len,
                                   const char **err);
-SL_EXPORT void sl_ffi_redis_op_free(sl_request_t *r, int id);
+SL_EXPORT void sl_ffi_redis_op_free(sl_lua_task_t *t, int id);
 SL_EXPORT int sl_ffi_redis_keepalive(int handle);
 SL_EXPORT int sl_ffi_redis_close(int handle);
 

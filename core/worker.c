@@ -62,22 +62,35 @@ static void stop_listening(sl_worker_t *w)
     }
 }
 
+/* The worker being stopped, for the Lua runtime's hook (one per process). */
+static sl_worker_t *stopping;
+
 void sl_worker_conn_closed(sl_worker_t *w)
 {
-    if (w->shutting_down && w->nconns == 0)
+    if (w->shutting_down && w->nconns == 0 && sl_lua_timer_runs() == 0)
         ev_break(w->loop, EVBREAK_ALL);
+}
+
+/* The last timer run ended during a graceful stop. */
+static void timer_runs_ended(void)
+{
+    if (stopping != NULL)
+        sl_worker_conn_closed(stopping);
 }
 
 static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     SL_UNUSED(revents);
     sl_worker_t *w = t->data;
-    sl_log(SL_LOG_NOTICE, "shutdown timeout: closing %zu connections still open", w->nconns);
+    sl_log(SL_LOG_NOTICE,
+           "shutdown timeout: closing %zu connections still open, dropping %d timer runs",
+           w->nconns, sl_lua_timer_runs());
     ev_break(loop, EVBREAK_ALL);
 }
 
 /* Graceful stop: no new connections; idle ones close now, busy ones after
- * their current response (or when shutdown_timeout runs out). */
+ * their current response; pending timers run once and the runs that wait for
+ * I/O may finish (or everything ends when shutdown_timeout runs out). */
 static void graceful_stop(sl_worker_t *w)
 {
     if (w->shutting_down)
@@ -86,6 +99,10 @@ static void graceful_stop(sl_worker_t *w)
     stop_listening(w);
     sl_upstreams_close_idle(w->ups, w->nups);
     sl_adhoc_peers_close_idle(w);
+    if (w->cf->L != NULL) {
+        stopping = w;
+        sl_lua_shutdown(timer_runs_ended);
+    }
 
     sl_queue_t *q = w->conns.next;
     while (q != &w->conns) {
@@ -95,7 +112,7 @@ static void graceful_stop(sl_worker_t *w)
         if (c->state == SL_CONN_IDLE || (c->state == SL_CONN_HEAD && c->in == NULL))
             sl_conn_close(c);
     }
-    if (w->nconns == 0) {
+    if (w->nconns == 0 && sl_lua_timer_runs() == 0) {
         ev_break(w->loop, EVBREAK_ALL);
         return;
     }

@@ -38,9 +38,9 @@ local len1, len2, len3 = base.len1, base.len2, base.len3
 local int1, int2 = base.int1, base.int2
 local errp = base.err
 
-local REWRITE, ACCESS, HEADER_FILTER, BODY_FILTER, LOG = 2, 3, 4, 5, 6
+local REWRITE, ACCESS, HEADER_FILTER, BODY_FILTER, LOG, TIMER = 2, 3, 4, 5, 6, 7
 local PHASE_NAMES = { [0] = "(no request)", "init_worker", "rewrite", "access",
-                      "header_filter", "body_filter", "log" }
+                      "header_filter", "body_filter", "log", "timer" }
 
 -- Phase masks: bit n set = allowed in phase n.
 local REQ_PHASES = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, HEADER_FILTER)
@@ -50,15 +50,19 @@ local RESPONSE_EDIT = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, HEADER_
 local AFTER_HEAD = lshift(1, HEADER_FILTER) + lshift(1, BODY_FILTER) + lshift(1, LOG)
 local IN_BODY_FILTER = lshift(1, BODY_FILTER)
 local RESPONSE_BODY = lshift(1, HEADER_FILTER) + lshift(1, BODY_FILTER)
+-- Where a call may wait for I/O: a request before it is proxied, a timer.
+local WAITABLE = lshift(1, REWRITE) + lshift(1, ACCESS) + lshift(1, TIMER)
 
 local JSON_TYPE = "application/json; charset=utf-8"
 local MAX_TIMEOUT = 2147483646
 
 local _M = {}
 
--- Per-request Lua state, by request number, made on first use (get_ctx):
--- { shared =, plugins = { [plugin name] = {} }, exit_status =, exit_body =,
--- exit_headers =, and the wait and thread fields below }.
+-- Per-task Lua state, by task number (a request's number, or a timer run's,
+-- below 0), made on first use (get_ctx): { shared =, plugins = { [plugin
+-- name] = {} }, exit_status =, exit_body =, exit_headers =, logs = { line,
+-- ... } when an in-process test request captures its log lines, and the wait
+-- and thread fields below }.
 local contexts = {}
 _M.contexts = contexts
 
@@ -815,6 +819,7 @@ local function deep_copy(t, seen)
 end
 
 local LEVELS = { err = 0, warn = 1, notice = 2, info = 3, debug = 4 }
+local LEVEL_NAMES = { [0] = "err", "warn", "notice", "info", "debug" }
 
 local log = {}
 
@@ -827,6 +832,12 @@ local function write_log(level, ...)
   end
   local plugin = cur.r ~= nil and state.plugin
   local msg = (plugin and ("[" .. plugin .. "] ") or "") .. tbl_concat(parts)
+  local c = cur.task ~= nil and contexts[cur.id]
+  local logs = c and c.logs
+  if logs then
+    logs[#logs + 1] = "[" .. LEVEL_NAMES[level] .. "] " .. msg
+    return
+  end
   C.sl_ffi_log(level, msg, #msg)
 end
 _M.write_log = write_log
@@ -908,15 +919,38 @@ function node.get_memory_stats()
   return { lua_kb = collectgarbage("count") }
 end
 
+-- sluice.worker: this worker process, as OpenResty's ngx.worker.
+local worker = {}
+
+-- True once the worker is stopping (a graceful stop runs pending timers
+-- once, early: a timer function checks this to know why it runs).
+function worker.exiting()
+  return C.sl_ffi_worker_exiting() == 1
+end
+
+function worker.id()
+  return (C.sl_ffi_worker_id(int2))
+end
+
+function worker.count()
+  C.sl_ffi_worker_id(int2)
+  return int2[0]
+end
+
 -- Waits and threads ----------------------------------------------------------------
 --
--- C resumes a request's coroutine (its "main" one, which runs the plugin
--- chain) with the id of the wait that completed. Threads are Lua coroutines
--- run inside it: a thread that waits registers the id and yields back to the
--- main coroutine, which hands each completed id to its waiter. Per request
--- (in its context): main = the coroutine, waiters = { [id] = thread },
--- threads = { thread, ... } of the current phase, where a thread is
--- { co =, done = bool, results = { n =, ok, ... } }.
+-- C resumes a task's coroutine (its "main" one: the plugin chain of a
+-- request, or a timer's function) with the id of the wait that completed.
+-- Threads are Lua coroutines run inside it: a thread that waits registers
+-- the id and yields back to the main coroutine, which hands each completed
+-- id to its waiter. Per task (in its context): main = the coroutine,
+-- waiters = { [id] = thread }, threads = { thread, ... } of the current
+-- phase, where a thread is { co =, done = bool, results = { n =, ok, ... } }.
+--
+-- In `sluice test` a spec's own code is no task: a call that waits there
+-- starts its operation on the main task (sl_ffi_main_task) and blocks in
+-- sluice.loop.wait, which runs the event loop until it completes; a thread
+-- spawned there is a task of its own (see docs/architecture.md).
 
 local co_running = coroutine.running
 local co_create = coroutine.create
@@ -993,6 +1027,27 @@ function _M.finish_threads(ctx)
   ctx.threads = nil
 end
 
+local loop_wait
+
+-- The task a waiting call belongs to and its context; the context is nil on
+-- the main task of `sluice test`, where the caller blocks instead.
+local function task_ctx(fname)
+  local task = cur.task
+  if task == nil then
+    task = C.sl_ffi_main_task()
+    if task ~= nil then
+      return nil, task
+    end
+  end
+  check(WAITABLE, fname)
+  local ctx = get_ctx()
+  ctx.waiters = ctx.waiters or {}
+  ctx.thread_of = ctx.thread_of or setmetatable({}, { __mode = "k" })
+  return ctx, task
+end
+
+-- The context of a request that waits (rewrite, access): for the waits
+-- that belong to a request, such as its body.
 local function request_ctx(fname)
   check(BEFORE_PROXY, fname)
   local ctx = get_ctx()
@@ -1001,17 +1056,25 @@ local function request_ctx(fname)
   return ctx
 end
 
--- sluice.sleep: waits without blocking the worker (rewrite and access).
+local function wait(ctx, id)
+  if ctx then
+    return wait_for(ctx, id)
+  end
+  loop_wait = loop_wait or require("sluice.loop").wait
+  loop_wait(id)
+end
+
+-- sluice.sleep: waits without blocking the worker (rewrite, access, timers).
 local function sleep(seconds)
   if type(seconds) ~= "number" or seconds < 0 then
     arg_error(1, "sleep", "non-negative number", seconds)
   end
-  local ctx = request_ctx("sluice.sleep")
+  local ctx, task = task_ctx("sluice.sleep")
   local id = next_wait_id()
-  if C.sl_ffi_sleep(cur.r, seconds, id, errp) ~= 0 then
+  if C.sl_ffi_sleep(task, seconds, id, errp) ~= 0 then
     error("sluice.sleep: " .. ffi_string(errp[0]), 2)
   end
-  wait_for(ctx, id)
+  wait(ctx, id)
   return true
 end
 
@@ -1066,7 +1129,7 @@ function http.request(opts)
   if type(opts.url) ~= "string" then
     error("bad argument #1 to 'request' (url: string expected, got " .. type(opts.url) .. ")", 2)
   end
-  local ctx = request_ctx("sluice.http.request")
+  local ctx, task = task_ctx("sluice.http.request")
   local host, port, path, authority = parse_url(opts.url)
   if not host then
     return nil, port
@@ -1103,27 +1166,25 @@ function http.request(opts)
   end
   local raw = tbl_concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")
   local id = next_wait_id()
-  local r = cur.r
-  if C.sl_ffi_http_start(r, id, host, #host, port, raw, #raw, method == "HEAD" and 1 or 0,
+  if C.sl_ffi_http_start(task, id, host, #host, port, raw, #raw, method == "HEAD" and 1 or 0,
       tonumber(opts.timeout) or 5, tonumber(opts.max_size) or DEFAULT_MAX_SIZE, errp) ~= 0 then
     return nil, ffi_string(errp[0])
   end
-  wait_for(ctx, id)
-  r = cur.r
-  if C.sl_ffi_http_result(r, id, int1, int2, str1, len1, errp) ~= 0 then
+  wait(ctx, id)
+  if C.sl_ffi_http_result(task, id, int1, int2, str1, len1, errp) ~= 0 then
     local err = ffi_string(errp[0])
-    C.sl_ffi_http_free(r, id)
+    C.sl_ffi_http_free(task, id)
     return nil, err
   end
   local res = { status = int1[0], headers = {}, body = ffi_string(str1[0], len1[0]) }
   local nheaders = int2[0]
   for i = 0, nheaders - 1 do
-    if C.sl_ffi_http_header_at(r, id, i, str1, len1, str2, len2) == 0 then
+    if C.sl_ffi_http_header_at(task, id, i, str1, len1, str2, len2) == 0 then
       add_value(res.headers, str_lower(ffi_string(str1[0], len1[0])),
         ffi_string(str2[0], len2[0]))
     end
   end
-  C.sl_ffi_http_free(r, id)
+  C.sl_ffi_http_free(task, id)
   return res
 end
 
@@ -1131,13 +1192,10 @@ end
 local redis = require("sluice.redis")
 redis.set_hooks({
   begin = function(what)
-    local ctx = request_ctx("sluice." .. what)
-    return ctx, cur.r, next_wait_id()
+    local ctx, task = task_ctx("sluice." .. what)
+    return ctx, task, next_wait_id()
   end,
-  wait = wait_for,
-  request = function()
-    return cur.r
-  end,
+  wait = wait,
 })
 
 -- Bodies -------------------------------------------------------------------------
@@ -1490,13 +1548,20 @@ end
 
 local thread = {}
 
--- Runs fn(...) concurrently with the caller (rewrite and access); it starts
--- at once and runs until it waits. Returns the thread for sluice.thread.wait.
+-- Runs fn(...) concurrently with the caller (rewrite, access, timers); it
+-- starts at once and runs until it waits. Returns the thread for
+-- sluice.thread.wait.
 function thread.spawn(fn, ...)
   if type(fn) ~= "function" then
     arg_error(1, "spawn", "function", fn)
   end
-  local ctx = request_ctx("sluice.thread.spawn")
+  local ctx = task_ctx("sluice.thread.spawn")
+  if not ctx then
+    -- A spec's own code: the thread is a task of its own on the loop.
+    local t = { co = false, done = false }
+    require("sluice.timer").spawn(t, fn, ...)
+    return t
+  end
   local t = { co = co_create(fn), done = false }
   ctx.thread_of[t.co] = t
   ctx.threads = ctx.threads or {}
@@ -1518,8 +1583,8 @@ function thread.wait(...)
       arg_error(i, "wait", "thread", t)
     end
   end
-  local ctx = request_ctx("sluice.thread.wait")
-  if ctx.thread_of[co_running()] then
+  local ctx = task_ctx("sluice.thread.wait")
+  if ctx and ctx.thread_of[co_running()] then
     error("sluice.thread.wait is called from the plugin's code, not from a thread", 2)
   end
   while true do
@@ -1529,7 +1594,11 @@ function thread.wait(...)
         return unpack(t.results, 1, t.results.n)
       end
     end
-    dispatch(ctx, co_yield())
+    if ctx then
+      dispatch(ctx, co_yield())
+    else
+      require("sluice.loop").step()
+    end
   end
 end
 
@@ -1543,6 +1612,8 @@ function thread.wait_all(...)
   return out
 end
 
+local timer_mod = require("sluice.timer")
+
 _M.sluice = {
   request = request,
   response = response,
@@ -1552,12 +1623,13 @@ _M.sluice = {
   log = log,
   json = cjson,
   node = node,
+  worker = worker,
   sleep = sleep,
   thread = thread,
   http = http,
   redis = { connect = redis.connect, null = redis.null },
   shared = require("sluice.shared"),
-  timer = require("sluice.timer"),
+  timer = { at = timer_mod.at, every = timer_mod.every, cancel = timer_mod.cancel },
   crypto = require("sluice.crypto"),
   version = "0.1.0",
 }

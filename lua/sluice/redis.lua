@@ -40,7 +40,8 @@ local _M = {}
 _M.null = setmetatable({}, { __tostring = function() return "sluice.redis.null" end })
 local null = _M.null
 
--- The scheduler hooks of the PDK (set by pdk.lua): wait for a wait id.
+-- The scheduler hooks of the PDK (set by pdk.lua): begin(what) returns the
+-- scheduler context, the task and a wait id; wait(ctx, id) waits for it.
 local hooks
 
 function _M.set_hooks(h)
@@ -141,19 +142,18 @@ local function run(self, commands)
   end
   -- The argument strings must outlive the send (argv points into them).
   self.args = keep
-  local ctx, r, id = hooks.begin("redis")
-  local rc = C.sl_ffi_redis_send(r, id, self.handle, #commands, argcs, argv, argvlen,
+  local ctx, task, id = hooks.begin("redis")
+  local rc = C.sl_ffi_redis_send(task, id, self.handle, #commands, argcs, argv, argvlen,
     self.timeout, errp)
   self.args = nil
   if rc ~= 0 then
     return nil, ffi_string(errp[0])
   end
   hooks.wait(ctx, id)
-  r = hooks.request()
-  rc = C.sl_ffi_redis_result(r, id, str1, len1, errp)
+  rc = C.sl_ffi_redis_result(task, id, str1, len1, errp)
   local buf = rc == 0 and ffi_string(str1[0], len1[0]) or nil
   local err = rc ~= 0 and ffi_string(errp[0]) or nil
-  C.sl_ffi_redis_op_free(r, id)
+  C.sl_ffi_redis_op_free(task, id)
   if not buf then
     self.handle = nil
     return nil, err
@@ -246,8 +246,8 @@ function _M.connect(opts)
   end
   local port = tonumber(opts.port) or 6379
   local timeout = tonumber(opts.timeout) or 1
-  local ctx, r, id = hooks.begin("redis")
-  local rc = C.sl_ffi_redis_connect(r, id, host, port, timeout, int1, int2, errp)
+  local ctx, task, id = hooks.begin("redis")
+  local rc = C.sl_ffi_redis_connect(task, id, host, port, timeout, int1, int2, errp)
   if rc == base.ERROR then
     return nil, ffi_string(errp[0])
   end
@@ -255,10 +255,9 @@ function _M.connect(opts)
   local fresh = int2[0] == 1
   if rc == base.AGAIN then
     hooks.wait(ctx, id)
-    r = hooks.request()
-    rc = C.sl_ffi_redis_result(r, id, str1, len1, errp)
+    rc = C.sl_ffi_redis_result(task, id, str1, len1, errp)
     local err = rc ~= 0 and ffi_string(errp[0]) or nil
-    C.sl_ffi_redis_op_free(r, id)
+    C.sl_ffi_redis_op_free(task, id)
     if err then
       self.handle = nil
       return nil, err == "connection refused" and ("could not connect to redis at " .. host

@@ -1,6 +1,6 @@
 -- runner.lua: the plugin chain: built per route at config load, run phase by phase.
 --
--- C calls run_phase(phase, route_index, request_number) in the request's
+-- C calls run_phase(phase, chain_set, request_number) in the request's
 -- coroutine; a plugin that waits for I/O yields and C resumes it. When a
 -- plugin answers the request (sluice.response.exit), run_phase returns
 -- status, body, headers and the chain stops there. Running a chain makes no
@@ -32,9 +32,11 @@ local C = ffi.C
 
 local _M = {}
 
--- Per route, built by init: routes[i] = {
+-- Per chain set (a route's sl_route_t.chain), built by init (the gateway's
+-- routes: sets 1..n) and add (more configs, in `sluice test`): routes[set] = {
 --   default = SELECTION,      -- the plugins that run when no consumer changes them
 --   overrides = { [consumer id] = { [name] = inst } } | nil,   -- what a consumer changes
+--   rewrite = { entry, ... } | nil,   -- an added config's own global rewrite chain
 -- }, where SELECTION = { sel = { [name] = inst }, chains = { [phase] = { entry, ... } }
 -- (running order), mask = bit (1 << phase) per non-empty chain, memo = { [consumer id or
 -- ""] = { [name of the authenticating plugin or ""] = SELECTION } } }.
@@ -214,14 +216,14 @@ pdk.on_authenticate = function(ctx, phase)
   end
 end
 
--- Builds every chain from the normalized config (config.lua's output).
--- Returns { routes = { mask, ... }, rewrite = bool }: per route, bit
--- (1 << phase) for each phase that has plugins to run (0: never enters Lua).
-function _M.init(cfg)
+-- Builds the chains of a normalized config (config.lua's output): returns
+-- its routes (as in `routes`), the rewrite chain of its global plugins, the
+-- plugins in use and { routes = { mask, ... }, rewrite = bool }: per route,
+-- bit (1 << phase) for each phase that has plugins to run (0: never enters
+-- Lua). Consumer-scoped instances are recorded in consumer_scoped.
+local function build(cfg)
   local plugins = require("sluice.plugins")
-  routes, rewrite_chain, in_use, consumer_scoped = {}, {}, {}, {}
-  consumers.init(cfg.consumers)
-  pdk.set_upstreams(cfg.upstreams)
+  local built, rewrite, used = {}, {}, {}
   local instances = {}
   for i, c in ipairs(cfg.plugins or {}) do
     local p = assert(plugins.load(c.name))
@@ -230,30 +232,56 @@ function _M.init(cfg)
                    consumer = c.consumer and cfg.consumers[c.consumer].id or nil,
                    priority = c.priority or p.handler.PRIORITY }
     instances[i] = inst
-    local u = in_use[c.name]
+    local u = used[c.name]
     if not u then
       u = { handler = p.handler, configs = {} }
-      in_use[c.name] = u
+      used[c.name] = u
     end
     u.configs[#u.configs + 1] = c.config
     if not inst.route and not inst.service and not inst.consumer then
       local e = entry(inst, REWRITE)
       if e then
-        rewrite_chain[#rewrite_chain + 1] = e
+        rewrite[#rewrite + 1] = e
       end
     end
   end
-  tbl_sort(rewrite_chain, by_priority)
+  tbl_sort(rewrite, by_priority)
 
-  local info = { routes = {}, rewrite = #rewrite_chain > 0 }
+  local info = { routes = {}, rewrite = #rewrite > 0 }
   for i, route in ipairs(cfg.routes or {}) do
-    routes[i] = build_route(instances, i, route.service)
+    built[i] = build_route(instances, i, route.service)
     -- Consumer overrides do not count: without a plugin in the route's
     -- chain (or a global one) nothing can authenticate, so such a route
     -- still never enters Lua.
-    info.routes[i] = routes[i].default.mask
+    info.routes[i] = built[i].default.mask
   end
+  return built, rewrite, used, info
+end
+
+-- Builds every chain of the gateway's config: its routes are chain sets
+-- 1..n, its global rewrite chain is set 0. Returns build's info.
+function _M.init(cfg)
+  consumer_scoped = {}
+  consumers.init(cfg.consumers)
+  pdk.set_upstreams(cfg.upstreams)
+  local built, rewrite, used, info = build(cfg)
+  routes, rewrite_chain, in_use = built, rewrite, used
   return info
+end
+
+-- Adds the chains of another config after the ones there are (`sluice test`
+-- runs several small configs in one VM: see lua/sluice/test/plugin.lua).
+-- Each of its routes carries that config's rewrite chain with it. Returns
+-- build's info with first = the chain set of its first route, and the
+-- plugins it uses (name -> { handler =, configs = }).
+function _M.add(cfg)
+  local built, rewrite, used, info = build(cfg)
+  info.first = #routes + 1
+  for i, route in ipairs(built) do
+    route.rewrite = rewrite
+    routes[info.first + i - 1] = route
+  end
+  return info, used
 end
 
 local function describe_chains(chains)
@@ -388,13 +416,14 @@ local function failed(chain, phase, seq, err)
   end
 end
 
-function _M.run_phase(phase, route_index, seq)
+function _M.run_phase(phase, set, seq)
   local chain
   if phase == REWRITE then
-    chain = rewrite_chain
+    local route = set ~= 0 and routes[set]
+    chain = route and route.rewrite or rewrite_chain
     state.route = nil
   else
-    local route = routes[route_index]
+    local route = routes[set]
     if not route then
       return
     end

@@ -43,7 +43,6 @@ local REQUEST_BOUND = {
   { "response.get_raw_body" }, { "response.set_raw_body", "x" }, { "response.get_chunk" },
   { "response.set_chunk", "x" },
   { "log.serialize" },
-  { "sleep", 0 },
 }
 
 -- Functions that are another one, or call it first, and report errors under
