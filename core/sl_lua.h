@@ -129,6 +129,12 @@ void sl_lua_release(sl_request_t *req);
 int sl_lua_test_init(lua_State *L);
 void sl_lua_test_close(void);
 
+/* `sluice test` only: runs one iteration of the loop for a spec blocked in
+ * fname (busy: the caller still waits for something of its own). Raises a Lua
+ * error when called from inside a task, outside `sluice test`, or when not
+ * busy (it would block for nothing). */
+int sl_lua_test_step(lua_State *L, const char *fname, int busy);
+
 /* The Lua module sluice.loop (preloaded in every VM; usable in `sluice test`). */
 int luaopen_sluice_loop(lua_State *L);
 
