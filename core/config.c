@@ -702,11 +702,78 @@ void sl_config_free(sl_config_t *cf)
     sl_arena_destroy(cf->arena);
 }
 
+/* Compiles the normalized config at index `normalized` of ld->L into a new
+ * sl_config_t (routes, services, upstreams, the router). Returns SL_OK, or
+ * SL_ERROR with the errors in ld->err. */
+static int compile_config(loader_t *ld, int normalized, const char *name)
+{
+    char rerr[512] = "";
+    ld->a = sl_arena_create(ARENA_BLOCK);
+    if (ld->a == NULL || (ld->cf = sl_arena_calloc(ld->a, sizeof(*ld->cf))) == NULL) {
+        add_error(ld, "sluice: out of memory");
+        return SL_ERROR;
+    }
+    ld->cf->arena = ld->a;
+    ld->cf->file = sl_arena_strdup(ld->a, name);
+    if (ld->cf->file == NULL) {
+        add_error(ld, "sluice: out of memory");
+        return SL_ERROR;
+    }
+    lua_pushcfunction(ld->L, compile);
+    lua_pushlightuserdata(ld->L, ld);
+    lua_pushvalue(ld->L, normalized);
+    if (lua_pcall(ld->L, 2, 0, 0) != 0) {
+        add_error(ld, "%s: %s", name, lua_tostring(ld->L, -1));
+        lua_pop(ld->L, 1);
+        return SL_ERROR;
+    }
+    if (ld->err.len > 0 || ld->err.oom)
+        return SL_ERROR;
+    ld->cf->router = sl_router_create(ld->cf->routes, ld->cf->nroutes, rerr, sizeof(rerr));
+    if (ld->cf->router == NULL) {
+        add_error(ld, "%s: %s", name, rerr[0] != '\0' ? rerr : "cannot build the router");
+        return SL_ERROR;
+    }
+    return SL_OK;
+}
+
+/* Frees what a failed load holds and turns its errors into *err. */
+static void load_failed(loader_t *ld, char **err)
+{
+    if (ld->cf != NULL)
+        sl_config_free(ld->cf);
+    else
+        sl_arena_destroy(ld->a);
+    if (ld->err.oom || ld->err.data == NULL) {
+        free(ld->err.data);
+        *err = strdup("sluice: out of memory while loading the config\n");
+    } else {
+        *err = ld->err.data;
+    }
+}
+
+sl_config_t *sl_config_compile(lua_State *L, int idx, const char *name, char **err)
+{
+    loader_t ld;
+    memset(&ld, 0, sizeof(ld));
+    *err = NULL;
+    ld.L = L;
+    int top = lua_gettop(L);
+    if (idx < 0)
+        idx = top + idx + 1;
+    if (compile_config(&ld, idx, name) != SL_OK) {
+        lua_settop(L, top);
+        load_failed(&ld, err);
+        return NULL;
+    }
+    lua_settop(L, top);
+    return ld.cf;
+}
+
 sl_config_t *sl_config_load(const char *path, char **err)
 {
     loader_t ld;
     int normalized;
-    char rerr[512] = "";
     memset(&ld, 0, sizeof(ld));
     *err = NULL;
 
@@ -733,34 +800,8 @@ sl_config_t *sl_config_load(const char *path, char **err)
         goto failed;
     }
     normalized = lua_gettop(ld.L) - 1;
-
-    ld.a = sl_arena_create(ARENA_BLOCK);
-    if (ld.a == NULL || (ld.cf = sl_arena_calloc(ld.a, sizeof(*ld.cf))) == NULL) {
-        add_error(&ld, "sluice: out of memory");
+    if (compile_config(&ld, normalized, path) != SL_OK)
         goto failed;
-    }
-    ld.cf->arena = ld.a;
-    ld.cf->file = sl_arena_strdup(ld.a, path);
-    if (ld.cf->file == NULL) {
-        add_error(&ld, "sluice: out of memory");
-        goto failed;
-    }
-
-    lua_pushcfunction(ld.L, compile);
-    lua_pushlightuserdata(ld.L, &ld);
-    lua_pushvalue(ld.L, normalized);
-    if (lua_pcall(ld.L, 2, 0, 0) != 0) {
-        add_error(&ld, "%s: %s", path, lua_tostring(ld.L, -1));
-        goto failed;
-    }
-    if (ld.err.len > 0 || ld.err.oom)
-        goto failed;
-
-    ld.cf->router = sl_router_create(ld.cf->routes, ld.cf->nroutes, rerr, sizeof(rerr));
-    if (ld.cf->router == NULL) {
-        add_error(&ld, "%s: %s", path, rerr[0] != '\0' ? rerr : "cannot build the router");
-        goto failed;
-    }
     if (build_chains(&ld, normalized) != SL_OK)
         goto failed;
     /* The VM now holds the loaded plugins and their chains: workers inherit it. */
@@ -770,16 +811,7 @@ sl_config_t *sl_config_load(const char *path, char **err)
 failed:
     if (ld.L != NULL)
         lua_close(ld.L);
-    if (ld.cf != NULL)
-        sl_config_free(ld.cf);
-    else
-        sl_arena_destroy(ld.a);
-    if (ld.err.oom || ld.err.data == NULL) {
-        free(ld.err.data);
-        *err = strdup("sluice: out of memory while loading the config\n");
-    } else {
-        *err = ld.err.data;
-    }
+    load_failed(&ld, err);
     return NULL;
 }
 

@@ -180,6 +180,12 @@ typedef struct sl_config_s {
  * expected) in a malloc'd *err the caller frees. */
 sl_config_t *sl_config_load(const char *path, char **err);
 
+/* Compiles a config that config.lua already validated and normalized (the
+ * table at index idx of L) without building plugin chains: for in-process
+ * requests in `sluice test` (core/inproc.c). cf->L stays NULL: L is not the
+ * config's. Returns the config or NULL with *err as sl_config_load. */
+sl_config_t *sl_config_compile(struct lua_State *L, int idx, const char *name, char **err);
+
 void sl_config_free(sl_config_t *cf);
 
 /* Is addr (IPv6, or IPv4-mapped IPv6) in server.trusted_ips? O(entries):

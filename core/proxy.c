@@ -84,7 +84,7 @@ static void request_wake(sl_lua_task_t *t, int id);
 
 /* Does the request have plugins to run in phase p (its route's, or an
  * authenticated consumer's)? */
-#define HAS_PHASE(req, p) ((req)->route != NULL && runs_phase((req), (p)))
+#define HAS_PHASE(req, p) ((req)->route != NULL && sl_proxy_runs_phase((req), (p)))
 
 static double now_seconds(void)
 {
@@ -95,14 +95,7 @@ static double now_seconds(void)
 
 /* --- request objects ---------------------------------------------------- */
 
-/* Does the request run Lua in phase: its route's plugins, or those an
- * authenticated consumer brought (req->lua_phases)? */
-static inline int runs_phase(const sl_request_t *req, int phase)
-{
-    return ((req->route->plugins | req->lua_phases) & (1u << phase)) != 0;
-}
-
-static sl_request_t *request_get(sl_worker_t *w)
+sl_request_t *sl_proxy_request_get(sl_worker_t *w)
 {
     sl_request_t *req = w->free_reqs;
     const sl_server_conf_t *s = &w->cf->server;
@@ -137,7 +130,7 @@ static sl_request_t *request_get(sl_worker_t *w)
     return req;
 }
 
-static void request_put(sl_worker_t *w, sl_request_t *req)
+void sl_proxy_request_put(sl_worker_t *w, sl_request_t *req)
 {
     sl_timer_stop(w->loop, &req->timer);
     sl_buf_put(w, req->out);
@@ -280,38 +273,23 @@ static void put_lua_headers(writer_t *o, lua_State *co, const sl_request_t *req)
     }
 }
 
-/* Sends a response sluice makes itself (an error, or a plugin's exit) and
- * ends the request, or the connection when close is set or the request body
- * cannot be skipped. ctype NULL: no Content-Type of sluice's own; co: a
- * coroutine holding an exit's headers table. Returns SL_DONE when the
- * request is over. */
-static int respond(sl_conn_t *c, sl_request_t *req, int status, const char *ctype, const char *body,
-                   size_t blen, int close, lua_State *co)
+/* Writes a response sluice makes itself (an error, or a plugin's exit) into
+ * req->out: the head, and the body after it when it fits, else in the
+ * request's arena (req->lbody). ctype NULL: no Content-Type of sluice's own;
+ * co: a coroutine holding an exit's headers table. close: the connection
+ * closes after it. A head that does not fit becomes a 500. Returns SL_OK, or
+ * SL_ERROR when out of memory. */
+static int render_local(sl_request_t *req, int status, const char *ctype, const char *body,
+                        size_t blen, int close, lua_State *co)
 {
+    sl_conn_t *c = req->c;
     sl_worker_t *w = c->w;
-
-    if (req == NULL) {
-        /* Errors found before a request object exists (bad head). */
-        req = request_get(w);
-        if (req == NULL) {
-            sl_conn_close(c);
-            return SL_DONE;
-        }
-        req->c = c;
-        c->req = req;
-        req->start = now_seconds();
-        close = 1;
-    }
-    if (!req->body_done)
-        close = 1;
 
     sl_buf_t *out = req->out;
     if (out == NULL) {
         out = req->out = sl_buf_get(w);
-        if (out == NULL) {
-            sl_conn_close(c);
-            return SL_DONE;
-        }
+        if (out == NULL)
+            return SL_ERROR;
     }
     req->status = status;
     req->keepalive = !close && !c->closing && (req->h.flags & SL_HTTP_F_KEEPALIVE);
@@ -336,28 +314,57 @@ static int respond(sl_conn_t *c, sl_request_t *req, int status, const char *ctyp
     else if (req->h.version == 10)
         PUT_LIT(&o, "Connection: keep-alive\r\n");
     PUT_LIT(&o, "\r\n");
-    if (o.overflow) {
-        co = NULL;
-        return respond(c, req, 500, "application/json; charset=utf-8",
-                       "{\"message\":\"An unexpected error occurred\"}\n", 43, 1, NULL);
-    }
+    if (o.overflow)
+        return render_local(req, 500, "application/json; charset=utf-8",
+                            "{\"message\":\"An unexpected error occurred\"}\n", 43, 1, NULL);
+    req->lbody = NULL;
+    req->lbody_len = 0;
     if (req->h.method_id == SL_HTTP_HEAD || blen == 0) {
         /* nothing */
     } else if ((size_t)(o.end - o.p) >= blen) {
         put(&o, body, blen);
     } else {
         /* A large body stays out of the head buffer, in the request's arena. */
+        if (req->arena == NULL)
+            req->arena = sl_arena_create(16384);
         char *copy = req->arena != NULL ? sl_arena_alloc(req->arena, blen) : NULL;
-        if (copy == NULL) {
-            sl_conn_close(c);
-            return SL_DONE;
-        }
+        if (copy == NULL)
+            return SL_ERROR;
         memcpy(copy, body, blen);
         req->lbody = copy;
         req->lbody_len = blen;
     }
     out->start = 0;
     out->end = (size_t)(o.p - out->data);
+    return SL_OK;
+}
+
+/* Sends a response sluice makes itself (see render_local) and ends the
+ * request, or the connection when close is set or the request body cannot be
+ * skipped. Returns SL_DONE when the request is over. */
+static int respond(sl_conn_t *c, sl_request_t *req, int status, const char *ctype, const char *body,
+                   size_t blen, int close, lua_State *co)
+{
+    sl_worker_t *w = c->w;
+
+    if (req == NULL) {
+        /* Errors found before a request object exists (bad head). */
+        req = sl_proxy_request_get(w);
+        if (req == NULL) {
+            sl_conn_close(c);
+            return SL_DONE;
+        }
+        req->c = c;
+        c->req = req;
+        req->start = now_seconds();
+        close = 1;
+    }
+    if (!req->body_done)
+        close = 1;
+    if (render_local(req, status, ctype, body, blen, close, co) != SL_OK) {
+        sl_conn_close(c);
+        return SL_DONE;
+    }
     req->out_sent = 0;
     req->resp_done = 1;
     req->state = RQ_LOCAL;
@@ -372,22 +379,37 @@ static int respond(sl_conn_t *c, sl_request_t *req, int status, const char *ctyp
     return client_send(req);
 }
 
+/* The JSON body of sluice's own errors: {"message":"..."}. */
+static size_t error_body(char *body, size_t cap, const char *message)
+{
+    size_t blen = (size_t)snprintf(body, cap, "{\"message\":\"");
+    blen += sl_json_escape(body + blen, cap - blen - 3, message, strlen(message));
+    memcpy(body + blen, "\"}\n", 3);
+    return blen + 3;
+}
+
 static int respond_error(sl_conn_t *c, sl_request_t *req, int status, const char *message,
                          int close)
 {
     char body[512];
-    size_t blen = (size_t)snprintf(body, sizeof(body), "{\"message\":\"");
-    blen += sl_json_escape(body + blen, sizeof(body) - blen - 3, message, strlen(message));
-    memcpy(body + blen, "\"}\n", 3);
-    blen += 3;
+    size_t blen = error_body(body, sizeof(body), message);
     return respond(c, req, status, "application/json; charset=utf-8", body, blen, close, NULL);
 }
 
-/* A plugin answered with sluice.response.exit: status, body and headers are
- * on its coroutine. */
-static int respond_exit(sl_request_t *req)
+int sl_proxy_error_head(sl_request_t *req, int status, const char *message)
 {
-    sl_conn_t *c = req->c;
+    char body[512];
+    size_t blen = error_body(body, sizeof(body), message);
+    return render_local(req, status, "application/json; charset=utf-8", body, blen, !req->body_done,
+                        NULL);
+}
+
+/* A plugin answered with sluice.response.exit (status, body and headers are
+ * on its coroutine): runs the route's header_filter plugins on it, as Kong
+ * does, and renders it. Returns SL_OK, SL_ERROR when out of memory, or
+ * SL_DECLINED when header_filter failed (the caller answers 500). */
+static int render_exit(sl_request_t *req)
+{
     const char *body;
     size_t blen = 0;
     int status = sl_lua_exit(req, &body, &blen);
@@ -403,7 +425,7 @@ static int respond_exit(sl_request_t *req)
                 req->arena = sl_arena_create(16384);
             copy = req->arena != NULL ? sl_arena_alloc(req->arena, blen) : NULL;
             if (copy == NULL)
-                return respond_error(c, req, 500, "An unexpected error occurred", 1);
+                return SL_ERROR;
             memcpy(copy, body, blen);
         }
         body = copy;
@@ -417,10 +439,42 @@ static int respond_exit(sl_request_t *req)
         if (rc != SL_OK) {
             SL_LOG(SL_LOG_ERR, "%s failed on a plugin's response",
                    req->task.phase == SL_PHASE_BODY_FILTER ? "body_filter" : "header_filter");
-            return respond_error(c, req, 500, "An unexpected error occurred", !req->body_done);
+            return SL_DECLINED;
         }
     }
-    return respond(c, req, status, NULL, body, blen, 0, req->task.co);
+    return render_local(req, status, NULL, body, blen, !req->body_done, req->task.co);
+}
+
+int sl_proxy_exit_head(sl_request_t *req)
+{
+    int rc = render_exit(req);
+    if (rc == SL_DECLINED)
+        rc = sl_proxy_error_head(req, 500, "An unexpected error occurred");
+    return rc;
+}
+
+/* Sends a plugin's exit (see render_exit). */
+static int respond_exit(sl_request_t *req)
+{
+    sl_conn_t *c = req->c;
+    int rc = render_exit(req);
+    if (rc == SL_DECLINED)
+        return respond_error(c, req, 500, "An unexpected error occurred", !req->body_done);
+    if (rc != SL_OK) {
+        sl_conn_close(c);
+        return SL_DONE;
+    }
+    req->out_sent = 0;
+    req->resp_done = 1;
+    req->state = RQ_LOCAL;
+    req->filter = 0;
+    req->resp_sent = req->resp_scan = 0;
+    if (req->up != NULL) {
+        sl_upconn_close(req->up);
+        req->up = NULL;
+    }
+    sl_timer_stop(c->w->loop, &req->timer);
+    return client_send(req);
 }
 
 /* --- access log ------------------------------------------------------------ */
@@ -835,23 +889,24 @@ static void split_host(const sl_http_request_t *h, uint16_t default_port, const 
     *host_len = n;
 }
 
-/* A complete head is in c->in[0, head_len): route it and start proxying. */
-static int start_request(sl_conn_t *c, sl_request_t *req)
+int sl_proxy_prepare(sl_request_t *req, const char **message)
 {
+    sl_conn_t *c = req->c;
     sl_worker_t *w = c->w;
     const sl_server_conf_t *s = &w->cf->server;
     sl_http_request_t *h = &req->h;
 
-    c->state = SL_CONN_REQUEST;
-    c->requests++;
     make_request_id(w, req);
     req->body_sent = req->body_scan = req->head_len;
+    req->task.seq = (double)w->request_seq;
 
     switch (h->body) {
     case SL_HTTP_BODY_LENGTH:
         req->body_left = h->content_length;
-        if (s->max_body_size > 0 && (uint64_t)h->content_length > s->max_body_size)
-            return respond_error(c, req, 413, "Request size limit exceeded", 1);
+        if (s->max_body_size > 0 && (uint64_t)h->content_length > s->max_body_size) {
+            *message = "Request size limit exceeded";
+            return 413;
+        }
         break;
     case SL_HTTP_BODY_CHUNKED:
         break;
@@ -861,21 +916,41 @@ static int start_request(sl_conn_t *c, sl_request_t *req)
     if (!req->body_done) {
         /* Body bytes that came with the head: plugins may read them. */
         int rc = scan_body(req);
-        if (rc == SL_DECLINED)
-            return respond_error(c, req, 413, "Request size limit exceeded", 1);
-        if (rc != SL_OK)
-            return respond_error(c, req, 400, "Bad request: invalid chunked body", 1);
+        if (rc == SL_DECLINED) {
+            *message = "Request size limit exceeded";
+            return 413;
+        }
+        if (rc != SL_OK) {
+            *message = "Bad request: invalid chunked body";
+            return 400;
+        }
     }
 
-    if (h->path_len > s->max_request_line)
-        return respond_error(c, req, 414, "Request-URI Too Long", 1);
+    if (h->path_len > s->max_request_line) {
+        *message = "Request-URI Too Long";
+        return 414;
+    }
     int n = sl_router_normalize_path(h->path, h->path_len, req->path_buf);
-    if (n < 0)
-        return respond_error(c, req, 400, "Bad request: malformed percent-encoding in path", 1);
+    if (n < 0) {
+        *message = "Bad request: malformed percent-encoding in path";
+        return 400;
+    }
     req->path = req->path_buf;
     req->path_len = (size_t)n;
+    return SL_OK;
+}
 
-    req->task.seq = (double)w->request_seq;
+/* A complete head is in c->in[0, head_len): route it and start proxying. */
+static int start_request(sl_conn_t *c, sl_request_t *req)
+{
+    sl_worker_t *w = c->w;
+    const char *message = NULL;
+
+    c->state = SL_CONN_REQUEST;
+    c->requests++;
+    int status = sl_proxy_prepare(req, &message);
+    if (status != SL_OK)
+        return respond_error(c, req, status, message, 1);
     if (w->cf->rewrite_plugins) {
         int rc = lua_result(req, sl_lua_phase(req, SL_PHASE_REWRITE));
         if (rc != SL_OK)
@@ -884,8 +959,7 @@ static int start_request(sl_conn_t *c, sl_request_t *req)
     return route_request(req);
 }
 
-/* Global rewrite plugins are done: find the route and run its access plugins. */
-static int route_request(sl_request_t *req)
+int sl_proxy_route(sl_request_t *req)
 {
     sl_conn_t *c = req->c;
     sl_worker_t *w = c->w;
@@ -901,12 +975,19 @@ static int route_request(sl_request_t *req)
     rr.nheaders = h->nheaders;
     rr.protocol = SL_PROTO_HTTP;
     if (sl_router_match(w->cf->router, &rr, &req->m) != SL_OK)
-        return respond_error(c, req, 404, "no Route matched with those values", 0);
+        return SL_DECLINED;
     req->route = req->m.route;
     req->service = req->route->service;
     req->ups = &w->ups[req->service->upstream->index];
+    return SL_OK;
+}
 
-    if (runs_phase(req, SL_PHASE_ACCESS)) {
+/* Global rewrite plugins are done: find the route and run its access plugins. */
+static int route_request(sl_request_t *req)
+{
+    if (sl_proxy_route(req) != SL_OK)
+        return respond_error(req->c, req, 404, "no Route matched with those values", 0);
+    if (sl_proxy_runs_phase(req, SL_PHASE_ACCESS)) {
         int rc = lua_result(req, sl_lua_phase(req, SL_PHASE_ACCESS));
         if (rc != SL_OK)
             return rc == SL_AGAIN ? SL_OK : rc;
@@ -1651,11 +1732,8 @@ static int filter_failed(sl_request_t *req)
     return SL_DONE;
 }
 
-/* The response head (and, with buffering, the whole body) is in: runs
- * header_filter, builds the client's head and starts sending. */
-static int start_response(sl_request_t *req)
+int sl_proxy_response_head(sl_request_t *req)
 {
-    sl_worker_t *w = req->c->w;
     if (HAS_PHASE(req, SL_PHASE_HEADER_FILTER)) {
         /* header_filter cannot wait for I/O: the response is on its way. */
         int rc = sl_lua_phase(req, SL_PHASE_HEADER_FILTER);
@@ -1666,22 +1744,35 @@ static int start_response(sl_request_t *req)
         }
         if (rc == SL_ERROR) {
             req->upstream_ok = 0;
-            return respond_error(req->c, req, 500, "An unexpected error occurred", !req->body_done);
+            return SL_ERROR;
         }
         if (req->client_status)
             req->status = req->client_status;
     }
     if (req->buffering && !req->buffer_over) {
         /* The whole body is known: body_filter sees it in one last call and
-         * the client gets it with a Content-Length. */
-        /* body_filter's result may go to fbuf too: C writes it there only
-         * after the last plugin, and Lua reads the piece before. */
+         * the client gets it with a Content-Length. body_filter's result may
+         * go to fbuf too: C writes it there only after the last plugin, and
+         * Lua reads the piece before. */
         const sl_bytes_t *body = req->body_set ? &req->fbuf : &req->ubody;
         const char *data = body->data != NULL ? body->data : "";
         if (filter_piece(req, data, body->len, 1) != SL_OK)
-            return filter_failed(req);
+            return SL_DONE;
     }
-    if (build_response_head(req) != SL_OK)
+    return build_response_head(req) == SL_OK ? SL_OK : SL_DECLINED;
+}
+
+/* The response head (and, with buffering, the whole body) is in: runs
+ * header_filter, builds the client's head and starts sending. */
+static int start_response(sl_request_t *req)
+{
+    sl_worker_t *w = req->c->w;
+    int rc = sl_proxy_response_head(req);
+    if (rc == SL_ERROR)
+        return respond_error(req->c, req, 500, "An unexpected error occurred", !req->body_done);
+    if (rc == SL_DONE)
+        return filter_failed(req);
+    if (rc != SL_OK)
         return upstream_fail(req, UF_BAD_RESPONSE, 0);
     req->state = RQ_RESPONDING;
     if (req->buffering && req->buffer_over && req->ubody.len > 0) {
@@ -1691,6 +1782,26 @@ static int start_response(sl_request_t *req)
     }
     sl_timer_stop(w->loop, &req->timer);
     return SL_OK;
+}
+
+int sl_proxy_filter_body(sl_request_t *req, const char *data, size_t len, int eof, const char **out,
+                         size_t *olen)
+{
+    return run_body_filter(req, data, len, eof, out, olen);
+}
+
+int sl_proxy_upstream_head(sl_request_t *req)
+{
+    sl_upstream_state_t *ups = req->ups;
+    int i = ups->balancer->ops->select(ups->balancer, &req->bctx);
+    if (i < 0)
+        return SL_DECLINED;
+    req->tries++;
+    req->peer_index = i;
+    req->peer = &ups->peers[i];
+    if (req->out == NULL && (req->out = sl_buf_get(req->c->w)) == NULL)
+        return SL_ERROR;
+    return build_upstream_head(req);
 }
 
 /* Buffering: moves the decoded body bytes scanned in resp into ubody, keeping
@@ -2061,7 +2172,7 @@ static int request_finish(sl_request_t *req)
     sl_worker_t *w = c->w;
 
     access_log(req);
-    if (req->route != NULL && runs_phase(req, SL_PHASE_LOG)) {
+    if (req->route != NULL && sl_proxy_runs_phase(req, SL_PHASE_LOG)) {
         /* log runs after the response went out; it cannot wait for I/O. */
         if (sl_lua_phase(req, SL_PHASE_LOG) == SL_AGAIN)
             SL_LOG(SL_LOG_ERR, "a plugin tried to yield in the log phase");
@@ -2079,7 +2190,7 @@ static int request_finish(sl_request_t *req)
     size_t next = req->body_done ? req->body_scan : 0;
     int unread = !req->body_done || (c->in != NULL && c->in->end > next);
     c->req = NULL;
-    request_put(w, req);
+    sl_proxy_request_put(w, req);
 
     if (!keepalive) {
         if (unread && !c->eof) {
@@ -2144,14 +2255,14 @@ static int process_input(sl_conn_t *c)
 
     sl_buf_t *in = c->in;
     sl_http_limits_t limits = {s->max_request_line, s->max_header_size, s->max_headers};
-    sl_request_t *req = request_get(w);
+    sl_request_t *req = sl_proxy_request_get(w);
     if (req == NULL) {
         sl_conn_close(c);
         return SL_DONE;
     }
     int n = sl_http_parse_request(in->data, in->end, &req->h, req->headers, &limits);
     if (n == SL_AGAIN) {
-        request_put(w, req);
+        sl_proxy_request_put(w, req);
         if (c->state == SL_CONN_IDLE) {
             c->state = SL_CONN_HEAD;
             sl_timer_set(w->loop, &c->timer, s->client_header_timeout);
@@ -2284,5 +2395,5 @@ void sl_proxy_abort(sl_request_t *req)
     if (req->ups != NULL && req->peer_index >= 0)
         req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
     c->req = NULL;
-    request_put(c->w, req);
+    sl_proxy_request_put(c->w, req);
 }

@@ -169,4 +169,54 @@ int sl_proxy_set_body(sl_request_t *req, int id, const char *body, size_t len, c
 /* Frees what a request holds when its connection goes away. */
 void sl_proxy_abort(sl_request_t *req);
 
+/* Does the request run Lua in phase: its route's plugins, or those an
+ * authenticated consumer brought (req->lua_phases)? */
+static inline int sl_proxy_runs_phase(const sl_request_t *req, int phase)
+{
+    return ((req->route->plugins | req->lua_phases) & (1u << phase)) != 0;
+}
+
+/* The steps of a request, for in-process requests (core/inproc.c) that run
+ * the real code without a client socket or an upstream. */
+
+/* A request object from w's free list (NULL: out of memory), zeroed, with
+ * its Lua task set up; and its return (which releases its Lua task). */
+sl_request_t *sl_proxy_request_get(sl_worker_t *w);
+void sl_proxy_request_put(sl_worker_t *w, sl_request_t *req);
+
+/* The head in req->c->in[0, req->head_len) was parsed into req->h: numbers
+ * the request, accounts the body bytes read with it and normalizes the path.
+ * Returns SL_OK, or the HTTP status to answer with and *message. */
+int sl_proxy_prepare(sl_request_t *req, const char **message);
+
+/* Matches the request against the router: SL_OK with req->route, service
+ * and ups set, or SL_DECLINED (no route). */
+int sl_proxy_route(sl_request_t *req);
+
+/* Picks a target and writes the head sent upstream into req->out (taken
+ * from the free list when NULL). SL_OK; SL_DECLINED: no target; SL_ERROR:
+ * out of memory or the head does not fit. */
+int sl_proxy_upstream_head(sl_request_t *req);
+
+/* The upstream's response head is parsed into req->r and the request's
+ * response fields are set as upstream_read sets them (resp_head_parsed,
+ * resp_body, filter, ...; with buffering, the whole body in ubody): runs the
+ * header_filter plugins, with buffering body_filter on the whole body (the
+ * client body is then req->odata), and writes the client's head into
+ * req->out. SL_OK; SL_ERROR: header_filter failed (answer 500); SL_DONE:
+ * body_filter failed; SL_DECLINED: the head does not fit. */
+int sl_proxy_response_head(sl_request_t *req);
+
+/* Runs the body_filter plugins on one piece of the response body (eof: the
+ * last call); *out, *olen get what they made of it (data itself, or a copy
+ * in req->fbuf). SL_OK, or SL_ERROR when a plugin failed (logged). */
+int sl_proxy_filter_body(sl_request_t *req, const char *data, size_t len, int eof, const char **out,
+                         size_t *olen);
+
+/* Writes into req->out (and req->lbody) a plugin's exit, after the route's
+ * header_filter plugins ran on it, or one of sluice's JSON errors. SL_OK or
+ * SL_ERROR (out of memory). */
+int sl_proxy_exit_head(sl_request_t *req);
+int sl_proxy_error_head(sl_request_t *req, int status, const char *message);
+
 #endif
