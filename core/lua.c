@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "inproc.h"
 #include "log.h"
 #include "proxy.h"
 #include "resolver.h"
@@ -49,6 +50,8 @@ lua_State *sl_lua_new(void)
     lua_setfield(L, -2, "sluice.yaml");
     lua_pushcfunction(L, luaopen_sluice_loop);
     lua_setfield(L, -2, "sluice.loop");
+    lua_pushcfunction(L, luaopen_sluice_inproc);
+    lua_setfield(L, -2, "sluice.inproc");
     lua_pop(L, 1);
     /* Where the Lua side finds sluice's own folders. */
     lua_getfield(L, -1, "loaded");
@@ -155,9 +158,7 @@ SL_EXPORT int sl_ffi_worker_exiting(void)
     return exiting;
 }
 
-/* Loads the Lua functions C calls (runner.run_phase and finish,
- * timer.run) into the registry. Returns SL_OK or SL_ERROR (logged). */
-static int load_refs(void)
+int sl_lua_load_runtime(void)
 {
     if (ref_run != LUA_NOREF)
         return SL_OK;
@@ -191,7 +192,7 @@ int sl_lua_worker_init(lua_State *L, int id, int nworkers)
     vm = L;
     worker_id = id;
     worker_count = nworkers;
-    if (load_refs() != SL_OK)
+    if (sl_lua_load_runtime() != SL_OK)
         return SL_ERROR;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "sluice.runner");
@@ -537,7 +538,7 @@ static void run_wake(sl_lua_task_t *t, int id)
 static void run_start(int id, int repeating, lua_timer_t *timer)
 {
     timer_run_t *run = malloc(sizeof(*run));
-    if (run == NULL || load_refs() != SL_OK) {
+    if (run == NULL || sl_lua_load_runtime() != SL_OK) {
         sl_log(SL_LOG_ERR, "timer %d not run: out of memory", id);
         free(run);
         return;
@@ -593,7 +594,7 @@ SL_EXPORT int sl_ffi_timer_start(double delay, double interval, int id, const ch
         *err = "too many pending timers";
         return SL_ERROR;
     }
-    if (load_refs() != SL_OK) {
+    if (sl_lua_load_runtime() != SL_OK) {
         *err = "cannot load sluice.timer";
         return SL_ERROR;
     }
@@ -749,13 +750,19 @@ void sl_lua_test_close(void)
     vm = NULL;
 }
 
-int sl_lua_test_step(lua_State *L, const char *fname, int busy)
+int sl_lua_test_check(lua_State *L, const char *fname)
 {
     if (!test_mode)
         return luaL_error(L, "%s: the event loop runs in sluice test only", fname);
     if (sl_ffi_current.task != NULL)
         return luaL_error(L, "%s cannot be called from a timer or a plugin: it blocks the loop",
                           fname);
+    return 0;
+}
+
+int sl_lua_test_step(lua_State *L, const char *fname, int busy)
+{
+    sl_lua_test_check(L, fname);
     /* Idle pooled connections keep watchers too: they are no reason to wait. */
     if (!busy)
         return luaL_error(L, "%s: nothing left to wait for", fname);

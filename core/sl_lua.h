@@ -86,6 +86,11 @@ int sl_lua_wait_timer(sl_lua_task_t *t, double seconds, int id);
  * when the runtime cannot start (logged). */
 int sl_lua_worker_init(lua_State *L, int worker_id, int nworkers);
 
+/* Loads the Lua functions C calls (runner.run_phase and finish, timer.run)
+ * once. Workers do it in sl_lua_worker_init; `sluice test` when a spec first
+ * needs them. Returns SL_OK or SL_ERROR (logged). */
+int sl_lua_load_runtime(void);
+
 /* The worker is stopping: sluice.worker.exiting() turns true, every pending
  * timer runs once at once (repeating ones stop after it), and hook is called
  * each time the last timer run ends, so the worker can exit when nothing
@@ -128,6 +133,10 @@ void sl_lua_release(sl_request_t *req);
  * the sluice.loop module), and its end, before L is closed. */
 int sl_lua_test_init(lua_State *L);
 void sl_lua_test_close(void);
+
+/* Raises a Lua error naming fname unless a spec's own code may block in the
+ * loop here: in `sluice test`, outside any task. Returns 0. */
+int sl_lua_test_check(lua_State *L, const char *fname);
 
 /* `sluice test` only: runs one iteration of the loop for a spec blocked in
  * fname (busy: the caller still waits for something of its own). Raises a Lua

@@ -10,6 +10,11 @@
 --   t.stop()
 --
 -- Everything runs on 127.0.0.1 on free ports and is stopped by t.stop().
+--
+-- For unit tests, t.plugin runs a plugin's phases in-process (no sockets):
+--
+--   local res = t.plugin("my-plugin", { key = "k" }):run({ path = "/hello" })
+--   assert.equal("k", res.upstream.headers["x-key"])
 
 local helpers = require("sluice.test.helpers")
 local cjson = require("cjson.safe")
@@ -39,6 +44,14 @@ end
 function Response:read_body()
   return self.body
 end
+
+-- In-process plugins (lua/sluice/test/plugin.lua) -------------------------------
+
+local plugin = require("sluice.test.plugin")
+plugin.set_response_mt(Response)
+
+-- t.plugin(name, conf, opts): the plugin under test, with :run(request).
+_M.plugin = plugin.new
 
 -- A client of a running sluice -------------------------------------------------------
 
