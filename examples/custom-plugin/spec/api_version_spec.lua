@@ -1,4 +1,5 @@
--- The api-version plugin: its schema in-process, its behaviour through a real sluice.
+-- The api-version plugin: its schema and its behaviour in-process (t.plugin: no
+-- sockets, milliseconds), then end to end through a real sluice and upstream.
 local t = require("sluice.test")
 local config = require("sluice.config")
 
@@ -53,6 +54,61 @@ describe("plugin: api-version (schema)", function()
               versions: { v1: legacy }]], true), "t.yaml")
     assert.is_nil(out)
     assert.matches("config%.versions%.v1", err)
+  end)
+end)
+
+describe("plugin: api-version (in-process)", function()
+  local plugin
+
+  setup(function()
+    plugin = t.plugin("api-version", { versions = { v1 = "/legacy", v2 = "/api/v2" },
+                                       default = "v2" },
+      { plugin_paths = { PLUGINS }, route = { paths = { "/products" }, strip_path = false } })
+  end)
+
+  it("fills the defaults from its schema", function()
+    assert.equal("Accept-Version", plugin.config.header)
+    assert.is_true(plugin.config.reject_unknown)
+  end)
+
+  it("refuses a default that is not a known version, naming the field", function()
+    local ok, err = pcall(t.plugin, "api-version", { versions = { v1 = "/legacy" },
+                                                     default = "v3" },
+      { plugin_paths = { PLUGINS } })
+    assert.is_false(ok)
+    assert.matches("config%.default: the default version 'v3' is not in versions", err)
+  end)
+
+  it("sends a request without a version to the default version's prefix", function()
+    local res = plugin:run({ path = "/products/42" })
+    assert.res_status(200, res)
+    assert.equal("/api/v2/products/42", res.upstream.path)
+    assert.equal("v2", res.upstream.headers["x-api-version"])
+    assert.equal("v2", assert.response(res).has.header("x-api-version"))
+  end)
+
+  it("honours the header first, then the query argument, keeping the query", function()
+    local res = plugin:run({ path = "/products/42", headers = { ["Accept-Version"] = "v1" },
+                             query = { version = "v2" } })
+    assert.equal("/legacy/products/42", res.upstream.path)
+    res = plugin:run({ path = "/products", query = { version = "v1", page = 2 } })
+    assert.equal("/legacy/products", res.upstream.path)
+    assert.equal("page=2&version=v1", res.upstream.query)
+  end)
+
+  it("answers 400 to an unknown version without reaching the upstream", function()
+    local res = plugin:run({ path = "/products/7", headers = { ["Accept-Version"] = "v9" } })
+    assert.res_status(400, res)
+    assert.same({ message = "unknown API version 'v9'" }, res:json())
+    assert.is_nil(res.upstream)
+    assert.is_nil(res.headers["x-api-version"])
+  end)
+
+  it("says which version answered even when the upstream fails", function()
+    local res = plugin:run({ path = "/products/1", upstream = { status = 503, body = "down" } })
+    assert.res_status(503, res)
+    assert.equal("down", res.body)
+    assert.equal("v2", res.headers["x-api-version"])
   end)
 end)
 
