@@ -100,8 +100,12 @@ int sl_lua_run_busted(int argc, char **argv)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setglobal(L, "arg");
-    if (sl_lua_test_init(L) != SL_OK) {
-        fprintf(stderr, "sluice test: cannot create the event loop\n");
+    /* The runtime's modules load before busted runs: busted unloads what a
+     * spec file required when the file ends, and C keeps references to the
+     * runner's and the timers' functions, which must stay the ones specs see. */
+    if (sl_lua_test_init(L) != SL_OK || sl_lua_load_runtime() != SL_OK) {
+        fprintf(stderr, "sluice test: cannot start the runtime (event loop, plugin runner)\n");
+        sl_lua_test_close();
         lua_close(L);
         return 1;
     }
