@@ -72,7 +72,7 @@ static double now_seconds(void)
 static void finish(inproc_t *ip)
 {
     sl_request_t *req = ip->req;
-    if (req->route != NULL && (req->route->plugins & (1u << SL_PHASE_LOG))) {
+    if (req->route != NULL && sl_proxy_runs_phase(req, SL_PHASE_LOG)) {
         if (sl_lua_phase(req, SL_PHASE_LOG) == SL_AGAIN)
             SL_LOG(SL_LOG_ERR, "a plugin tried to yield in the log phase");
     }
@@ -159,7 +159,7 @@ static void advance(inproc_t *ip, int rc)
             }
             ip->at = AT_ACCESS;
             rc = SL_OK;
-            if (req->route->plugins & (1u << SL_PHASE_ACCESS))
+            if (sl_proxy_runs_phase(req, SL_PHASE_ACCESS))
                 rc = sl_lua_phase(req, SL_PHASE_ACCESS);
             break;
         default:

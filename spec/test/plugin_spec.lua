@@ -150,14 +150,20 @@ describe("t.plugin (plugins from plugin_paths)", function()
     assert.matches("stack traceback", res.logs[1])
   end)
 
-  it("passes a consumer through sluice.ctx.shared.authenticated_consumer", function()
+  it("passes a consumer as sluice.client.authenticate would have", function()
     local p = t.plugin("pre-function", { access = { [[
-      local c = sluice.ctx.shared.authenticated_consumer
+      local c = sluice.client.get_consumer()
+      local cred = sluice.client.get_credential()
       sluice.service.request.set_header("X-Consumer", c and c.username or "anonymous")
+      sluice.service.request.set_header("X-Credential", cred and cred.id or "none")
     ]] } })
-    assert.equal("alice", p:run({ consumer = { username = "alice" } }).upstream.headers
-      ["x-consumer"])
-    assert.equal("anonymous", p:run().upstream.headers["x-consumer"])
+    local res = p:run({ consumer = { id = "c-1", username = "alice" },
+                        credential = { id = "k-9" } })
+    assert.equal("alice", res.upstream.headers["x-consumer"])
+    assert.equal("k-9", res.upstream.headers["x-credential"])
+    res = p:run()
+    assert.equal("anonymous", res.upstream.headers["x-consumer"])
+    assert.equal("none", res.upstream.headers["x-credential"])
   end)
 
   it("gives up on a plugin that does not finish within the timeout", function()

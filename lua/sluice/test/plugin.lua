@@ -193,7 +193,8 @@ end
 
 -- Runs one request through the plugin: opts = { method = "GET", path = "/",
 -- query = { k = v } or "raw", headers = {}, body = string or table (JSON),
--- consumer = table (as sluice.ctx.shared.authenticated_consumer),
+-- consumer = table and credential = table (as sluice.client.authenticate
+-- records them),
 -- client_ip = "127.0.0.1", client_port = 40000, upstream = { status = 200,
 -- headers = {}, body = "" or table (JSON) } (what the upstream answers if the
 -- request gets there), timeout = seconds (10) }. Returns { status, headers
@@ -240,10 +241,13 @@ function Plugin:run(opts)
   local uraw = concat(ulines, "\r\n") .. "\r\n\r\n" .. ubody
 
   seq = seq + 1
-  local ctx = { shared = {}, plugins = {}, logs = {} }
-  if opts.consumer ~= nil then
-    ctx.shared.authenticated_consumer = opts.consumer
+  -- As if an earlier plugin had called sluice.client.authenticate(consumer,
+  -- credential): sluice.client.get_consumer/get_credential see them.
+  if opts.consumer ~= nil and type(opts.consumer) ~= "table" then
+    error("bad argument #1 to 'run' (consumer: table expected, got " .. type(opts.consumer)
+      .. ")", 2)
   end
+  local ctx = { logs = {}, consumer = opts.consumer, credential = opts.credential }
   pdk.contexts[seq] = ctx
   local ok, res = pcall(inproc.run, self.handle, seq, raw, opts.client_ip or "127.0.0.1",
     opts.client_port or 40000, uraw, opts.timeout)
