@@ -38,6 +38,11 @@ local ffi_istype = ffi.istype
 local ffi_new = ffi.new
 local ffi_string = ffi.string
 
+-- Declared once per VM: LuaJIT accepts an identical redefinition only while
+-- nothing was declared after it, and a second load of this module (busted
+-- insulates spec files; `sluice test` loads the runtime before them) comes
+-- after other declarations.
+if not pcall(ffi.typeof, "sl_crypto_key_t") then
 ffi.cdef([[
 typedef struct engine_st ENGINE;
 typedef struct ossl_lib_ctx_st OSSL_LIB_CTX;
@@ -116,6 +121,7 @@ typedef struct {
   int priv;
 } sl_crypto_key_t;
 ]])
+end
 
 -- libcrypto: the copy the executable already has, when it has one (sluice links
 -- OpenSSL; whether the linker kept it depends on what the core uses), else
