@@ -59,6 +59,10 @@ typedef struct {
     const char *resp_raw;
     size_t resp_len;
     size_t resp_body;
+    /* The client's response body, once proxied (into resp_raw or the request). */
+    int proxied;
+    const char *body;
+    size_t body_len;
 } inproc_t;
 
 static double now_seconds(void)
@@ -118,13 +122,48 @@ static void proxy(inproc_t *ip)
         return;
     }
     ip->resp_body = (size_t)n;
+    /* As upstream_read does once the head is parsed. */
+    req->resp_head_parsed = 1;
+    req->upstream_header = now_seconds();
+    req->status = req->r.status;
+    req->resp_left = req->r.content_length;
+    req->upstream_ok = (req->r.flags & SL_HTTP_F_KEEPALIVE) != 0;
+    req->resp_body = req->r.body;
+    req->filter = req->buffering || sl_proxy_runs_phase(req, SL_PHASE_BODY_FILTER);
+    const char *body = ip->resp_raw + ip->resp_body;
+    size_t blen = req->r.body == SL_HTTP_BODY_NONE ? 0 : ip->resp_len - ip->resp_body;
+    if (req->buffering) {
+        /* enable_buffering: the whole body is read before header_filter. */
+        if (blen > s->response_body_buffer_size || sl_bytes_set(&req->ubody, body, blen) != SL_OK)
+            req->buffer_over = 1;
+    }
     rc = sl_proxy_response_head(req);
-    if (rc == SL_ERROR)
+    if (rc == SL_ERROR || rc == SL_DONE) {
         answer_error(ip, 500, "An unexpected error occurred");
-    else if (rc != SL_OK)
+        return;
+    }
+    if (rc != SL_OK) {
         answer_error(ip, 502, "An invalid response was received from the upstream server");
-    else
-        finish(ip);
+        return;
+    }
+    /* The body the client gets: as it came, or what body_filter made of it
+     * (the buffered body went through it with header_filter; a streamed one
+     * is one piece and the last here). */
+    ip->body = body;
+    ip->body_len = blen;
+    if (req->filter && req->buffering && !req->buffer_over) {
+        ip->body = req->odata != NULL ? req->odata : "";
+        ip->body_len = req->odata_len;
+    } else if (req->filter) {
+        if (sl_proxy_filter_body(req, body, blen, 1, &ip->body, &ip->body_len) != SL_OK) {
+            answer_error(ip, 500, "An unexpected error occurred");
+            return;
+        }
+        if (req->r.body == SL_HTTP_BODY_NONE)
+            ip->body_len = 0;
+    }
+    ip->proxied = 1;
+    finish(ip);
 }
 
 /* Moves the run on from what its last phase returned (as proxy.c's
@@ -248,11 +287,14 @@ static const char *push_upstream(lua_State *L, inproc_t *ip)
     push_headers(L, h.headers, h.nheaders);
     lua_setfield(L, -2, "headers");
     free(hs);
-    /* The body goes upstream as it came (bodies stream through). */
-    if (req->h.body == SL_HTTP_BODY_LENGTH)
-        lua_pushlstring(L, ip->c.in->data + req->head_len, (size_t)req->h.content_length);
-    else
-        lua_pushliteral(L, "");
+    /* What upstream_send would send after the head: the client's body, or
+     * what plugins read or made of it. */
+    const char *pre, *rest;
+    size_t plen, rlen;
+    sl_proxy_upstream_body(req, &pre, &plen, &rest, &rlen);
+    lua_pushlstring(L, pre, plen);
+    lua_pushlstring(L, rest, rlen);
+    lua_concat(L, 2);
     lua_setfield(L, -2, "body");
     return NULL;
 }
@@ -279,12 +321,8 @@ static const char *push_result(lua_State *L, inproc_t *ip)
     push_headers(L, r.headers, r.nheaders);
     lua_setfield(L, -2, "headers");
     free(hs);
-    if (ip->up_head != NULL && req->resp_head_parsed) {
-        /* Proxied: the upstream's body passes through. */
-        if (req->r.body == SL_HTTP_BODY_NONE || req->h.method_id == SL_HTTP_HEAD)
-            lua_pushliteral(L, "");
-        else
-            lua_pushlstring(L, ip->resp_raw + ip->resp_body, ip->resp_len - ip->resp_body);
+    if (ip->proxied) {
+        lua_pushlstring(L, ip->body, ip->body_len);
     } else if (req->lbody != NULL) {
         lua_pushlstring(L, req->lbody, req->lbody_len);
     } else {

@@ -1790,6 +1790,20 @@ int sl_proxy_filter_body(sl_request_t *req, const char *data, size_t len, int eo
     return run_body_filter(req, data, len, eof, out, olen);
 }
 
+void sl_proxy_upstream_body(const sl_request_t *req, const char **pre, size_t *plen,
+                            const char **rest, size_t *rlen)
+{
+    int has_rbody = req->rbody_state == RB_FULL || req->rbody_state == RB_OVER;
+    *pre = has_rbody && req->rbody.data != NULL ? req->rbody.data : "";
+    *plen = has_rbody ? req->rbody.len : 0;
+    *rest = "";
+    *rlen = 0;
+    if (req->rbody_state != RB_FULL && req->body_scan > req->body_sent) {
+        *rest = req->c->in->data + req->body_sent;
+        *rlen = req->body_scan - req->body_sent;
+    }
+}
+
 int sl_proxy_upstream_head(sl_request_t *req)
 {
     sl_upstream_state_t *ups = req->ups;

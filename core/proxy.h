@@ -198,6 +198,12 @@ int sl_proxy_route(sl_request_t *req);
  * out of memory or the head does not fit. */
 int sl_proxy_upstream_head(sl_request_t *req);
 
+/* The request body that would follow that head, for a request whose body
+ * arrived whole: pre (what plugins read or set) then rest (bytes still in
+ * the client buffer). Both point into the request. */
+void sl_proxy_upstream_body(const sl_request_t *req, const char **pre, size_t *plen,
+                            const char **rest, size_t *rlen);
+
 /* The upstream's response head is parsed into req->r and the request's
  * response fields are set as upstream_read sets them (resp_head_parsed,
  * resp_body, filter, ...; with buffering, the whole body in ubody): runs the

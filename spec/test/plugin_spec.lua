@@ -66,6 +66,37 @@ describe("t.plugin (bundled plugins)", function()
     assert.is_table(res.upstream)
   end)
 
+  it("runs body_filter on the upstream's body and on a plugin's exit", function()
+    local p = t.plugin("post-function", { body_filter = { [[
+      local chunk, eof = sluice.response.get_chunk()
+      sluice.response.set_chunk(chunk:upper() .. (eof and "!" or ""))
+    ]] } })
+    local res = p:run({ upstream = { body = "hello" } })
+    assert.res_status(200, res)
+    assert.equal("HELLO!", res.body)
+  end)
+
+  it("reads and replaces bodies in both directions", function()
+    local p = t.plugin("pre-function", {
+      access = { [[
+        local body = sluice.request.get_body()
+        sluice.service.request.set_raw_body(sluice.json.encode({ n = body.n + 1 }))
+        sluice.service.request.enable_buffering()
+      ]] },
+      header_filter = { [[
+        local up = sluice.service.response.get_raw_body()
+        sluice.response.set_raw_body("seen " .. #up .. " bytes")
+      ]] },
+    })
+    local res = p:run({ method = "POST", body = { n = 41 },
+                        upstream = { body = "0123456789" } })
+    assert.res_status(200, res)
+    assert.equal('{"n":42}', res.upstream.body)
+    assert.equal("8", res.upstream.headers["content-length"])
+    assert.equal("seen 10 bytes", res.body)
+    assert.equal("13", res.headers["content-length"])
+  end)
+
   it("runs rewrite before routing, as a global plugin", function()
     local p = t.plugin("pre-function", { rewrite = { [[
       sluice.service.request.set_header("X-Rewrite", sluice.request.get_path())
