@@ -49,10 +49,12 @@ static int rr_select(sl_balancer_t *b, sl_balancer_ctx_t *ctx)
     return best;
 }
 
-static void rr_release(sl_balancer_t *b, int i)
+static void rr_release(sl_balancer_t *b, int i, double ms, int outcome)
 {
     SL_UNUSED(b);
     SL_UNUSED(i);
+    SL_UNUSED(ms);
+    SL_UNUSED(outcome);
 }
 
 static void rr_destroy(sl_balancer_t *b)

@@ -38,6 +38,24 @@ typedef struct {
 
 enum { SL_LB_ROUND_ROBIN = 0, SL_LB_LEAST_CONN, SL_LB_CONSISTENT_HASH, SL_LB_LATENCY };
 
+/* What consistent hashing takes its key from (Kong's hash_on values). */
+enum {
+    SL_KEY_NONE = 0,
+    SL_KEY_CONSUMER,
+    SL_KEY_IP,
+    SL_KEY_HEADER,
+    SL_KEY_COOKIE,
+    SL_KEY_PATH,
+    SL_KEY_QUERY_ARG,
+    SL_KEY_URI_CAPTURE,
+};
+
+typedef struct {
+    int from;   /* SL_KEY_* */
+    char *name; /* the header (lower-case), cookie, query argument or capture; else NULL */
+    size_t name_len;
+} sl_hash_key_t;
+
 struct sl_upstream_s {
     char *name;
     int algorithm;     /* SL_LB_* */
@@ -45,6 +63,12 @@ struct sl_upstream_s {
     sl_target_t *targets;
     size_t ntargets;
     size_t index; /* position in sl_config_t.upstreams, for per-worker state */
+
+    /* Consistent hashing (inert for the other algorithms). */
+    int slots;                   /* points on the ring, 10..65536 */
+    sl_hash_key_t hash_on;       /* the key; from SL_KEY_NONE: no hashing */
+    sl_hash_key_t hash_fallback; /* when the request has no hash_on key */
+    char *hash_cookie_path;      /* Path of the cookie sluice sets for SL_KEY_COOKIE */
 };
 
 enum { SL_PROTO_HTTP = 0, SL_PROTO_HTTPS = 1 };

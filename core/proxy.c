@@ -10,6 +10,7 @@
 
 #include <lauxlib.h>
 
+#include "balancer_key.h"
 #include "log.h"
 #include "sl_ffi.h"
 #include "sl_lua.h"
@@ -91,6 +92,24 @@ static double now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Ends the balancer's try on req->peer_index, telling it how the try went
+ * and how long the response head took (or how long the try lasted when none
+ * came). Every select is matched by exactly one call: the request's end,
+ * a failed try and an aborted request all come through here, and the index
+ * is cleared so that no path can release twice. */
+static void release_peer(sl_request_t *req, int outcome)
+{
+    if (req->ups == NULL || req->peer_index < 0)
+        return;
+    int head = req->upstream_header >= req->try_start && req->upstream_header > 0;
+    double end = head ? req->upstream_header : now_seconds();
+    if (outcome == SL_BALANCER_OK && !head)
+        outcome = SL_BALANCER_ABORTED;
+    req->ups->balancer->ops->release(req->ups->balancer, req->peer_index,
+                                     (end - req->try_start) * 1000.0, outcome);
+    req->peer_index = -1;
 }
 
 /* --- request objects ---------------------------------------------------- */
@@ -1024,7 +1043,9 @@ static int proxy_request(sl_request_t *req)
         sl_conn_close(c);
         return SL_DONE;
     }
-    req->upstream_start = now_seconds();
+    req->upstream_start = req->try_start = now_seconds();
+    if (req->ups->conf->algorithm == SL_LB_CONSISTENT_HASH)
+        sl_balancer_key(req, &req->bctx);
     return connect_upstream(req);
 }
 
@@ -1156,10 +1177,7 @@ static int upstream_fail(sl_request_t *req, int why, int err)
         sl_upconn_close(u);
         req->up = NULL;
     }
-    if (req->ups != NULL && req->peer_index >= 0) {
-        req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
-        req->peer_index = -1;
-    }
+    release_peer(req, free_retry ? SL_BALANCER_ABORTED : SL_BALANCER_FAILED);
     if (req->state == RQ_RESPONDING) {
         /* Part of the response is out: the client can only see a cut connection. */
         req->status = req->status ? req->status : 502;
@@ -1175,6 +1193,7 @@ static int upstream_fail(sl_request_t *req, int why, int err)
             req->bctx.tried &= ~((uint64_t)1 << i);
     }
     if (retry) {
+        req->try_start = now_seconds();
         req->out_sent = 0;
         req->body_sent = req->head_len;
         req->rbody_sent = 0;
@@ -2197,8 +2216,7 @@ static int request_finish(sl_request_t *req)
         sl_upconn_release(req->up, keep);
         req->up = NULL;
     }
-    if (req->ups != NULL && req->peer_index >= 0)
-        req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
+    release_peer(req, SL_BALANCER_OK);
 
     int keepalive = req->keepalive && req->body_done && !c->eof;
     size_t next = req->body_done ? req->body_scan : 0;
@@ -2406,8 +2424,7 @@ void sl_proxy_abort(sl_request_t *req)
         sl_upconn_close(req->up);
         req->up = NULL;
     }
-    if (req->ups != NULL && req->peer_index >= 0)
-        req->ups->balancer->ops->release(req->ups->balancer, req->peer_index);
+    release_peer(req, SL_BALANCER_OK);
     c->req = NULL;
     sl_proxy_request_put(c->w, req);
 }

@@ -37,6 +37,7 @@ struct sl_request_s {
     sl_peer_t *peer;
     int peer_index;
     sl_balancer_ctx_t bctx;
+    double try_start; /* when the current try asked for a connection */
     int tries;
     int state;
 
