@@ -14,6 +14,7 @@
 #include <pcre2.h>
 
 #include "arena.h"
+#include "balancer.h"
 #include "http_parser.h"
 #include "router.h"
 #include "sl_lua.h"
@@ -402,6 +403,36 @@ static void add_upstream(loader_t *ld, sl_upstream_t *u)
     cf->upstreams[cf->nupstreams++] = u;
 }
 
+/* Reads one of Kong's hash_on / hash_fallback settings: `from_field` names
+ * the source, `name_field` what to read there (a header, cookie, query
+ * argument or capture name). config.lua checked that the name is present
+ * when the source needs one. */
+static void get_hash_key(loader_t *ld, int e, const char *from_field, const char *name_field,
+                         sl_hash_key_t *k)
+{
+    static const char *const sources[] = {
+        [SL_KEY_NONE] = "none",
+        [SL_KEY_CONSUMER] = "consumer",
+        [SL_KEY_IP] = "ip",
+        [SL_KEY_HEADER] = "header",
+        [SL_KEY_COOKIE] = "cookie",
+        [SL_KEY_PATH] = "path",
+        [SL_KEY_QUERY_ARG] = "query_arg",
+        [SL_KEY_URI_CAPTURE] = "uri_capture",
+    };
+    char *from = get_str(ld, e, from_field, NULL);
+    k->from = SL_KEY_NONE;
+    for (size_t i = 0; from != NULL && i < SL_NELEMS(sources); i++)
+        if (strcmp(from, sources[i]) == 0)
+            k->from = (int)i;
+    if (k->from == SL_KEY_HEADER || k->from == SL_KEY_COOKIE || k->from == SL_KEY_QUERY_ARG ||
+        k->from == SL_KEY_URI_CAPTURE)
+        k->name = get_str(ld, e, name_field, &k->name_len);
+    if (k->from != SL_KEY_NONE && k->from != SL_KEY_CONSUMER && k->from != SL_KEY_IP &&
+        k->from != SL_KEY_PATH && k->name == NULL)
+        k->from = SL_KEY_NONE; /* unreachable after config.lua's checks */
+}
+
 static void compile_upstreams(loader_t *ld, int t)
 {
     size_t n, nt;
@@ -412,8 +443,15 @@ static void compile_upstreams(loader_t *ld, int t)
         int e = lua_gettop(ld->L);
         sl_upstream_t *u = alloc(ld, sizeof(*u));
         u->name = get_str(ld, e, "name", NULL);
-        u->algorithm = SL_LB_ROUND_ROBIN;
+        char *algorithm = get_str(ld, e, "algorithm", NULL);
+        u->algorithm = algorithm != NULL ? sl_balancer_find(algorithm) : SL_LB_ROUND_ROBIN;
+        if (u->algorithm < 0)
+            u->algorithm = SL_LB_ROUND_ROBIN; /* unreachable: config.lua checked it */
         u->host_header = get_str(ld, e, "host_header", NULL);
+        u->slots = (int)get_num(ld, e, "slots", 10000);
+        get_hash_key(ld, e, "hash_on", "hash_on_name", &u->hash_on);
+        get_hash_key(ld, e, "hash_fallback", "hash_fallback_name", &u->hash_fallback);
+        u->hash_cookie_path = get_str(ld, e, "hash_on_cookie_path", NULL);
         size_t cap = 0;
         push_list(ld, e, "targets", &nt, &tl);
         for (size_t j = 1; j <= nt; j++) {
@@ -466,6 +504,7 @@ static sl_upstream_t *implicit_upstream(loader_t *ld, size_t first_implicit, con
     sl_upstream_t *u = alloc(ld, sizeof(*u));
     u->name = name;
     u->algorithm = SL_LB_ROUND_ROBIN;
+    u->slots = 10000;
     size_t cap = 0;
     add_targets(ld, u, &cap, host, port, 100, where);
     add_upstream(ld, u);
@@ -984,7 +1023,7 @@ static void summary_upstreams(const sl_config_t *cf, FILE *out)
     fprintf(out, "upstreams (%zu)\n", cf->nupstreams);
     for (size_t i = 0; i < cf->nupstreams && i < SUMMARY_MAX_ROWS; i++) {
         const sl_upstream_t *u = cf->upstreams[i];
-        fprintf(out, "  %-*s  round-robin ", w, u->name);
+        fprintf(out, "  %-*s  %s ", w, u->name, sl_balancer_name(u->algorithm));
         if (u->ntargets == 0)
             fprintf(out, " (no targets)");
         for (size_t j = 0; j < u->ntargets && j < SUMMARY_MAX_TARGETS; j++) {

@@ -19,6 +19,9 @@
 --                  strip_path =, preserve_host =, path_handling =, https_redirect_status_code =,
 --                  service = index into services, where = } },    -- in file order
 --     upstreams = { { name =, algorithm =, host_header =, slots =,
+--                     hash_on =, hash_fallback = "none" | "ip" | ...,
+--                     hash_on_name =, hash_fallback_name = (the header, cookie, query
+--                     argument or capture each one reads, or nil), hash_on_cookie_path =,
 --                     targets = { { host =, port =, weight =, where = } } } },
 --   }
 --
@@ -792,22 +795,79 @@ local function target_fields(top_level)
   return { type = "record", fields = fields }
 end
 
-local function hash_field(description)
-  return { type = "string", default = "none",
-           one_of = { "none", "consumer", "ip", "header", "cookie", "path", "query_arg",
-                      "uri_capture" },
-           custom = function(v)
-             if v ~= "none" then
-               return nil, "hashing on '" .. v .. "' is not supported yet "
-                 .. "(consistent hashing comes in a later release)"
-             end
-             return true
-           end,
+local HASH_SOURCES = { "none", "consumer", "ip", "header", "cookie", "path", "query_arg",
+                       "uri_capture" }
+
+local function hash_source(description)
+  return { type = "string", default = "none", one_of = HASH_SOURCES, description = description }
+end
+
+local function check_token(what)
+  return function(v)
+    if not str_find(v, TOKEN) then
+      return nil, "invalid " .. what .. " name " .. quote(v)
+        .. ": expected letters, digits and !#$%&'*+-.^_`|~"
+    end
+    return true
+  end
+end
+
+local function hash_name(description, custom)
+  return { type = "string", len_min = 1, len_max = 256, custom = custom,
            description = description }
 end
 
-local function inert(description)
-  return { type = "string", description = description .. " Inert until hashing is supported." }
+-- Which field names what to hash on, for each source that needs a name. A
+-- fallback on a cookie uses hash_on_cookie, as in Kong.
+local HASH_ON_NAME = { header = "hash_on_header", cookie = "hash_on_cookie",
+                       query_arg = "hash_on_query_arg", uri_capture = "hash_on_uri_capture" }
+local HASH_FALLBACK_NAME = { header = "hash_fallback_header", cookie = "hash_on_cookie",
+                             query_arg = "hash_fallback_query_arg",
+                             uri_capture = "hash_fallback_uri_capture" }
+
+-- Kong's rules between the hashing fields (its upstream entity checks).
+local function check_hashing(u)
+  local on, fb = u.hash_on, u.hash_fallback
+  local need = HASH_ON_NAME[on]
+  if need and u[need] == nil then
+    return nil, "hashing on '" .. on .. "' needs '" .. need .. "' to say which " .. on, "hash_on"
+  end
+  need = HASH_FALLBACK_NAME[fb]
+  if need and u[need] == nil then
+    return nil, "hashing on '" .. fb .. "' needs '" .. need .. "' to say which " .. fb,
+      "hash_fallback"
+  end
+  if on == "none" and fb ~= "none" then
+    return nil, "hash_fallback must be 'none' when hash_on is 'none'", "hash_fallback"
+  end
+  if on == "cookie" and fb ~= "none" then
+    return nil, "hash_fallback must be 'none' when hash_on is 'cookie' (a request without "
+      .. "the cookie is given one)", "hash_fallback"
+  end
+  if on == fb and on ~= "none" then
+    if not HASH_ON_NAME[on] then
+      return nil, "hash_fallback must differ from hash_on ('" .. on .. "')", "hash_fallback"
+    end
+    local a, b = u[HASH_ON_NAME[on]], u[HASH_FALLBACK_NAME[fb]]
+    if on == "header" then
+      a, b = str_lower(a), str_lower(b)
+    end
+    if a == b then
+      return nil, HASH_FALLBACK_NAME[fb] .. " must differ from " .. HASH_ON_NAME[on]
+        .. " (both " .. quote(u[HASH_ON_NAME[on]]) .. ")", HASH_FALLBACK_NAME[fb]
+    end
+  end
+  return true
+end
+
+local function check_cookie_path(p)
+  if str_sub(p, 1, 1) ~= "/" then
+    return nil, "expected a path starting with '/', got " .. quote(p)
+  end
+  if str_find(p, "[%c ;,]") then
+    return nil, "invalid cookie path " .. quote(p) .. ": no spaces, ';', ',' or control characters"
+  end
+  return true
 end
 
 local upstream_schema = {
@@ -825,27 +885,28 @@ local upstream_schema = {
     { algorithm = { type = "string", default = "round-robin",
                     one_of = { "round-robin", "consistent-hashing", "least-connections",
                                "latency" },
-                    custom = function(v)
-                      if v ~= "round-robin" then
-                        return nil, "algorithm '" .. v .. "' is not supported yet "
-                          .. "(round-robin is; the others come in a later release)"
-                      end
-                      return true
-                    end,
-                    description = "Load-balancing algorithm." } },
-    { hash_on = hash_field("What consistent hashing hashes on.") },
-    { hash_fallback = hash_field("What it falls back to.") },
-    { hash_on_header = inert("Header to hash on.") },
-    { hash_fallback_header = inert("Fallback header.") },
-    { hash_on_cookie = inert("Cookie to hash on.") },
-    { hash_on_cookie_path = { type = "string", default = "/",
-                              description = "Path of the hashing cookie. Inert." } },
-    { hash_on_query_arg = inert("Query argument to hash on.") },
-    { hash_fallback_query_arg = inert("Fallback query argument.") },
-    { hash_on_uri_capture = inert("URI capture to hash on.") },
-    { hash_fallback_uri_capture = inert("Fallback URI capture.") },
+                    description = "Load-balancing algorithm (see docs/upstreams.md)." } },
+    { hash_on = hash_source("consistent-hashing: what the key is taken from.") },
+    { hash_fallback = hash_source("consistent-hashing: where the key comes from when the "
+      .. "request has no hash_on value.") },
+    { hash_on_header = hash_name("The header hashed on (hash_on: header).",
+                                 check_token("header")) },
+    { hash_fallback_header = hash_name("The header hashed on (hash_fallback: header).",
+                                       check_token("header")) },
+    { hash_on_cookie = hash_name("The cookie hashed on (hash_on or hash_fallback: cookie); "
+      .. "sluice sets it when the request has none.", check_token("cookie")) },
+    { hash_on_cookie_path = { type = "string", default = "/", len_max = 1024,
+                              custom = check_cookie_path,
+                              description = "Path of the cookie sluice sets." } },
+    { hash_on_query_arg = hash_name("The query argument hashed on (hash_on: query_arg).") },
+    { hash_fallback_query_arg = hash_name("The query argument hashed on "
+      .. "(hash_fallback: query_arg).") },
+    { hash_on_uri_capture = hash_name("The named capture of the route's regex path hashed on "
+      .. "(hash_on: uri_capture).") },
+    { hash_fallback_uri_capture = hash_name("The named capture hashed on "
+      .. "(hash_fallback: uri_capture).") },
     { slots = { type = "integer", default = 10000, between = { 10, 65536 },
-                description = "Kong's hash ring size; accepted, unused." } },
+                description = "consistent-hashing: points on the ring, shared out by weight." } },
     { healthchecks = { type = "any", custom = check_healthchecks,
                        description = "Accepted only with every check disabled." } },
     { host_header = { type = "string", custom = function(v)
@@ -869,6 +930,7 @@ local upstream_schema = {
     { created_at = TIMESTAMP },
     { updated_at = TIMESTAMP },
   },
+  check = check_hashing,
 }
 
 -- Credentials belong to the auth plugins, which come later: until then each
@@ -1196,7 +1258,11 @@ local function compile(r, doc, file)
       local keys = { "upstreams", i }
       unique(r, upstream_names, u.name, keys, "upstream")
       local entry = { name = u.name, algorithm = u.algorithm, host_header = u.host_header,
-                      slots = u.slots, targets = {}, keys = keys, seen = {} }
+                      slots = u.slots, hash_on = u.hash_on, hash_fallback = u.hash_fallback,
+                      hash_on_name = u[HASH_ON_NAME[u.hash_on or ""] or ""],
+                      hash_fallback_name = u[HASH_FALLBACK_NAME[u.hash_fallback or ""] or ""],
+                      hash_on_cookie_path = u.hash_on_cookie_path,
+                      targets = {}, keys = keys, seen = {} }
       out.upstreams[#out.upstreams + 1] = entry
       entry.index = #out.upstreams
       if u.name and not upstream_by_name[str_lower(u.name)] then

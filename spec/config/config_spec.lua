@@ -383,17 +383,101 @@ targets:
     it("refuses what balancing does not do yet", function()
       local err = bad(HEAD .. [[
 upstreams:
-- name: a
-  algorithm: least-connections
-- name: b
-  hash_on: ip
 - name: c
   healthchecks: { active: { healthy: { interval: 5 } } }
 ]])
-      assert.matches("upstreams%[0%]%.algorithm: algorithm 'least%-connections' is not "
-        .. "supported yet", err)
-      assert.matches("upstreams%[1%]%.hash_on: hashing on 'ip' is not supported yet", err)
-      assert.matches("upstreams%[2%]%.healthchecks: healthchecks are not supported yet", err)
+      assert.matches("upstreams%[0%]%.healthchecks: healthchecks are not supported yet", err)
+    end)
+
+    it("accepts every algorithm and Kong's hashing fields", function()
+      local c = ok(HEAD .. [[
+upstreams:
+- name: a
+  algorithm: least-connections
+- name: b
+  algorithm: latency
+- name: c
+  algorithm: consistent-hashing
+  hash_on: header
+  hash_on_header: X-User
+  hash_fallback: query_arg
+  hash_fallback_query_arg: user
+  slots: 100
+- name: d
+  algorithm: consistent-hashing
+  hash_on: cookie
+  hash_on_cookie: sticky
+  hash_on_cookie_path: /app
+- name: e
+  algorithm: consistent-hashing
+  hash_on: consumer
+  hash_fallback: ip
+]])
+      local u = c.upstreams
+      assert.same({ "least-connections", "latency", "consistent-hashing" },
+        { u[1].algorithm, u[2].algorithm, u[3].algorithm })
+      assert.same({ "header", "X-User", "query_arg", "user", 100 },
+        { u[3].hash_on, u[3].hash_on_name, u[3].hash_fallback, u[3].hash_fallback_name,
+          u[3].slots })
+      assert.same({ "cookie", "sticky", "/app", "none" },
+        { u[4].hash_on, u[4].hash_on_name, u[4].hash_on_cookie_path, u[4].hash_fallback })
+      assert.same({ "consumer", "ip" }, { u[5].hash_on, u[5].hash_fallback })
+      assert.is_nil(u[5].hash_on_name)
+      assert.same({ "none", "none", 10000, "/" },
+        { u[1].hash_on, u[1].hash_fallback, u[1].slots, u[1].hash_on_cookie_path })
+    end)
+
+    it("checks the hashing fields as Kong does", function()
+      local function refused(fields, path, message)
+        if not fields:find("algorithm:") then
+          fields = "  algorithm: consistent-hashing\n" .. fields
+        end
+        local err = bad(HEAD .. "upstreams:\n- name: u\n" .. fields)
+        assert.matches("t%.yaml:%d+: upstreams%[0%]" .. path:gsub("[%.%[%]]", "%%%0")
+          .. ": " .. message, err)
+      end
+      refused("  hash_on: header\n", ".hash_on",
+        "hashing on 'header' needs 'hash_on_header' to say which header")
+      refused("  hash_on: cookie\n", ".hash_on",
+        "hashing on 'cookie' needs 'hash_on_cookie' to say which cookie")
+      refused("  hash_on: query_arg\n", ".hash_on", "hashing on 'query_arg' needs "
+        .. "'hash_on_query_arg'")
+      refused("  hash_on: uri_capture\n", ".hash_on", "hashing on 'uri_capture' needs "
+        .. "'hash_on_uri_capture'")
+      refused("  hash_on: ip\n  hash_fallback: header\n", ".hash_fallback",
+        "hashing on 'header' needs 'hash_fallback_header' to say which header")
+      refused("  hash_on: ip\n  hash_fallback: cookie\n", ".hash_fallback",
+        "hashing on 'cookie' needs 'hash_on_cookie'")
+      refused("  hash_fallback: ip\n", ".hash_fallback",
+        "hash_fallback must be 'none' when hash_on is 'none'")
+      refused("  hash_on: cookie\n  hash_on_cookie: c\n  hash_fallback: ip\n", ".hash_fallback",
+        "hash_fallback must be 'none' when hash_on is 'cookie'")
+      refused("  hash_on: ip\n  hash_fallback: ip\n", ".hash_fallback",
+        "hash_fallback must differ from hash_on %('ip'%)")
+      refused("  hash_on: path\n  hash_fallback: path\n", ".hash_fallback",
+        "hash_fallback must differ from hash_on")
+      refused("  hash_on: header\n  hash_on_header: X-A\n  hash_fallback: header\n"
+        .. "  hash_fallback_header: x-a\n", ".hash_fallback_header",
+        "hash_fallback_header must differ from hash_on_header")
+      refused("  hash_on: bogus\n", ".hash_on", "expected one of")
+      refused("  algorithm: random\n", ".algorithm", "expected one of")
+      refused("  hash_on: header\n  hash_on_header: \"bad header\"\n", ".hash_on_header",
+        "invalid header name \"bad header\"")
+      refused("  hash_on: cookie\n  hash_on_cookie: \"a;b\"\n", ".hash_on_cookie",
+        "invalid cookie name")
+      refused("  hash_on_cookie_path: app\n", ".hash_on_cookie_path",
+        "expected a path starting with '/'")
+      refused("  slots: 5\n", ".slots", "")
+      -- Two different headers, query arguments or captures are fine.
+      ok(HEAD .. [[
+upstreams:
+- name: u
+  algorithm: consistent-hashing
+  hash_on: header
+  hash_on_header: X-A
+  hash_fallback: header
+  hash_fallback_header: X-B
+]])
     end)
 
     it("names targets whose upstream is unknown, and duplicates", function()
