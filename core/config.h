@@ -52,7 +52,7 @@ enum {
 
 typedef struct {
     int from;   /* SL_KEY_* */
-    char *name; /* the header (lower-case), cookie, query argument or capture; else NULL */
+    char *name; /* the header, cookie, query argument or capture, as configured; else NULL */
     size_t name_len;
 } sl_hash_key_t;
 
