@@ -9,7 +9,7 @@
 
 static sl_target_t targets[MAX_PEERS];
 static sl_peer_t peers[MAX_PEERS];
-static char hosts[MAX_PEERS][16];
+static char hosts[MAX_PEERS][32];
 static sl_upstream_t conf;
 static sl_upstream_state_t ups = {&conf, peers, 3, NULL};
 
