@@ -403,6 +403,13 @@ static void add_upstream(loader_t *ld, sl_upstream_t *u)
     cf->upstreams[cf->nupstreams++] = u;
 }
 
+/* Kong's names for the SL_KEY_* sources. */
+static const char *const hash_sources[] = {
+    [SL_KEY_NONE] = "none",           [SL_KEY_CONSUMER] = "consumer",       [SL_KEY_IP] = "ip",
+    [SL_KEY_HEADER] = "header",       [SL_KEY_COOKIE] = "cookie",           [SL_KEY_PATH] = "path",
+    [SL_KEY_QUERY_ARG] = "query_arg", [SL_KEY_URI_CAPTURE] = "uri_capture",
+};
+
 /* Reads one of Kong's hash_on / hash_fallback settings: `from_field` names
  * the source, `name_field` what to read there (a header, cookie, query
  * argument or capture name). config.lua checked that the name is present
@@ -410,20 +417,10 @@ static void add_upstream(loader_t *ld, sl_upstream_t *u)
 static void get_hash_key(loader_t *ld, int e, const char *from_field, const char *name_field,
                          sl_hash_key_t *k)
 {
-    static const char *const sources[] = {
-        [SL_KEY_NONE] = "none",
-        [SL_KEY_CONSUMER] = "consumer",
-        [SL_KEY_IP] = "ip",
-        [SL_KEY_HEADER] = "header",
-        [SL_KEY_COOKIE] = "cookie",
-        [SL_KEY_PATH] = "path",
-        [SL_KEY_QUERY_ARG] = "query_arg",
-        [SL_KEY_URI_CAPTURE] = "uri_capture",
-    };
     char *from = get_str(ld, e, from_field, NULL);
     k->from = SL_KEY_NONE;
-    for (size_t i = 0; from != NULL && i < SL_NELEMS(sources); i++)
-        if (strcmp(from, sources[i]) == 0)
+    for (size_t i = 0; from != NULL && i < SL_NELEMS(hash_sources); i++)
+        if (strcmp(from, hash_sources[i]) == 0)
             k->from = (int)i;
     if (k->from == SL_KEY_HEADER || k->from == SL_KEY_COOKIE || k->from == SL_KEY_QUERY_ARG ||
         k->from == SL_KEY_URI_CAPTURE)
@@ -1013,6 +1010,15 @@ static void summary_routes(const sl_config_t *cf, FILE *out)
     print_more(out, cf->nroutes);
 }
 
+/* "on header X-User, else ip " for a hashing upstream. */
+static void summary_hash(const sl_upstream_t *u, FILE *out)
+{
+    const sl_hash_key_t *k[2] = {&u->hash_on, &u->hash_fallback};
+    for (int i = 0; i < 2 && k[i]->from != SL_KEY_NONE; i++)
+        fprintf(out, "%s %s%s%s ", i == 0 ? "on" : "else", hash_sources[k[i]->from],
+                k[i]->name != NULL ? " " : "", k[i]->name != NULL ? k[i]->name : "");
+}
+
 static void summary_upstreams(const sl_config_t *cf, FILE *out)
 {
     const char *names[SUMMARY_MAX_ROWS];
@@ -1024,6 +1030,8 @@ static void summary_upstreams(const sl_config_t *cf, FILE *out)
     for (size_t i = 0; i < cf->nupstreams && i < SUMMARY_MAX_ROWS; i++) {
         const sl_upstream_t *u = cf->upstreams[i];
         fprintf(out, "  %-*s  %s ", w, u->name, sl_balancer_name(u->algorithm));
+        if (u->algorithm == SL_LB_CONSISTENT_HASH)
+            summary_hash(u, out);
         if (u->ntargets == 0)
             fprintf(out, " (no targets)");
         for (size_t j = 0; j < u->ntargets && j < SUMMARY_MAX_TARGETS; j++) {

@@ -43,6 +43,31 @@ describe("sluice check", function()
     assert.matches("configuration OK\n$", out)
   end)
 
+  it("names each upstream's algorithm and what it hashes on", function()
+    local file = os.tmpname()
+    local f = assert(io.open(file, "w"))
+    f:write([[
+_format_version: "3.0"
+upstreams:
+- name: lc
+  algorithm: least-connections
+  targets: [{ target: "127.0.0.1:9001" }]
+- name: sticky
+  algorithm: consistent-hashing
+  hash_on: header
+  hash_on_header: X-User
+  hash_fallback: ip
+  targets: [{ target: "127.0.0.1:9001" }, { target: "127.0.0.1:9002", weight: 0 }]
+]])
+    f:close()
+    local out, rc = check(file)
+    os.remove(file)
+    assert.equal(0, rc, out)
+    assert.matches("lc%s+least%-connections%s+127%.0%.0%.1:9001 w100\n", out)
+    assert.matches("sticky%s+consistent%-hashing on header X%-User else ip%s+127%.0%.0%.1:9001 "
+      .. "w100, 127%.0%.0%.1:9002 w0\n", out)
+  end)
+
   it("loads a real Kong export", function()
     local out, rc = check(FIXTURES .. "/kong.yml")
     assert.equal(0, rc, out)
