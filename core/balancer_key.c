@@ -256,15 +256,14 @@ static int key_ip(const sl_request_t *req, uint64_t *h)
 }
 
 /* The authenticated consumer's id, or its credential's when there is no
- * consumer (Kong's order). sluice has no consumers yet: this declines, so
- * hash_on consumer falls back to hash_fallback exactly as Kong does for an
- * anonymous request. When consumers land, fill this in from the request's
- * authenticated consumer; nothing else changes. */
+ * consumer (Kong's order), as sluice.client.authenticate set it. An
+ * anonymous request has none and falls back, as in Kong. */
 static int key_consumer(const sl_request_t *req, uint64_t *h)
 {
-    SL_UNUSED(req);
-    SL_UNUSED(h);
-    return 0;
+    if (req->consumer_id.data == NULL)
+        return 0;
+    *h = sl_hash_update(SL_HASH_INIT, req->consumer_id.data, req->consumer_id.len);
+    return 1;
 }
 
 /* The request has no cookie k->name: make one up, hash on it, and have the

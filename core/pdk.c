@@ -250,6 +250,21 @@ SL_EXPORT int sl_ffi_req_set_phases(sl_request_t *r, unsigned mask)
     return SL_OK;
 }
 
+SL_EXPORT int sl_ffi_req_set_consumer(sl_request_t *r, const char *id, size_t len, const char **err)
+{
+    if (len == 0) {
+        r->consumer_id = SL_NULL_STR;
+        return SL_OK;
+    }
+    const char *copy = keep(r, id, len);
+    if (copy == NULL) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    r->consumer_id = (sl_str_t){copy, len};
+    return SL_OK;
+}
+
 static int before_proxy(const sl_request_t *r)
 {
     return r->task.phase == SL_PHASE_REWRITE || r->task.phase == SL_PHASE_ACCESS;

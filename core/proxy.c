@@ -1044,7 +1044,7 @@ static int proxy_request(sl_request_t *req)
         return SL_DONE;
     }
     req->upstream_start = req->try_start = now_seconds();
-    if (req->ups->conf->algorithm == SL_LB_CONSISTENT_HASH)
+    if (req->ups->conf->algorithm == SL_LB_CONSISTENT_HASH && req->target_host == NULL)
         sl_balancer_key(req, &req->bctx);
     return connect_upstream(req);
 }

@@ -133,6 +133,7 @@ struct sl_request_s {
     const char *target_host; /* set_target: the Host text, in the arena; the address is below */
     size_t target_host_len;
     unsigned ups_set : 1; /* set_upstream chose ups */
+    sl_str_t consumer_id; /* sluice.client.authenticate's consumer (or credential) id */
     /* Everything above is zeroed for each request; nothing below is. */
     sl_header_op_t ops[SL_MAX_HEADER_OPS];
     struct sockaddr_storage target_addr; /* valid while target_host is set */

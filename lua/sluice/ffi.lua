@@ -119,6 +119,13 @@ int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, size_t len
  * consumer brings plugins of its own. Replaces an earlier mask. */
 int sl_ffi_req_set_phases(sl_request_t *r, unsigned mask);
 
+/* Who authenticated the request, for upstreams with hash_on: consumer: the
+ * consumer's id, else the credential's (Kong's order); len 0 forgets it.
+ * Copies the id into the request's arena. SL_ERROR with *err when out of
+ * memory. */
+int sl_ffi_req_set_consumer(sl_request_t *r, const char *id, size_t len,
+                                      const char **err);
+
 /* sluice.service: where this request goes, decided by a plugin (rewrite,
  * access; set_upstream access only). Each overrides the service's setting
  * for this request only and allocates nothing but the Host text of a target.

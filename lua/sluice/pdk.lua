@@ -379,9 +379,21 @@ function client.authenticate(consumer, credential)
     error("bad argument #1 to 'authenticate' (a consumer or a credential expected, got neither)",
       2)
   end
-  check(AUTH_PHASES, "sluice.client.authenticate")
+  local r = check(AUTH_PHASES, "sluice.client.authenticate")
   local ctx = get_ctx()
   ctx.consumer, ctx.credential = consumer, credential
+  -- What upstreams with hash_on: consumer hash on (Kong: the consumer's id,
+  -- else the credential's).
+  local id = consumer and consumer.id
+  if type(id) ~= "string" then
+    id = credential and credential.id
+  end
+  if type(id) ~= "string" then
+    id = nil
+  end
+  if C.sl_ffi_req_set_consumer(r, id, id and #id or 0, errp) ~= 0 then
+    return nil, "could not record the consumer: " .. ffi_string(errp[0])
+  end
   local hook = _M.on_authenticate
   if hook then
     hook(ctx, cur.phase)

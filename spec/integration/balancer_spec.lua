@@ -6,6 +6,10 @@ local socket = require("socket")
 
 local fmt = string.format
 
+local ROOT = debug.getinfo(1, "S").source:match("^@(.*)spec/integration/[^/]+$") or ""
+ROOT = helpers.run("cd '" .. (ROOT ~= "" and ROOT or ".") .. "' && pwd"):gsub("%s+$", "")
+local FIXTURES = ROOT .. "/spec/fixtures/plugins"
+
 -- /b/... answers with the upstream's port after the delay (ms) that
 -- /ctl/delay/N set on that upstream; /ctl/... is called directly, not
 -- through sluice.
@@ -97,7 +101,15 @@ describe("balancing:", function()
         { ports[1], ports[2] })
       .. hash("retry-ups", "    hash_on: header\n    hash_on_header: X-User\n",
         { dead_port, ports[1], ports[2], ports[3] })
-    s = helpers.start_sluice(yaml, { server = { trusted_ips = { "127.0.0.1/32" } } })
+    -- Consumers c1..c12; spec-consumer-auth authenticates the one that
+    -- X-Consumer names, with a credential of its own.
+    yaml = yaml .. "consumers:\n"
+    for k = 1, 12 do
+      yaml = yaml .. fmt("  - username: c%d\n    id: 00000000-0000-4000-8000-%012d\n", k, k)
+    end
+    yaml = yaml .. "plugins:\n  - name: spec-consumer-auth\n    route: consumer\n"
+    s = helpers.start_sluice(yaml, { server = { trusted_ips = { "127.0.0.1/32" },
+      plugin_paths = { FIXTURES } } })
   end)
 
   teardown(function()
@@ -304,14 +316,23 @@ describe("balancing:", function()
       end)
     end)
 
-    it("on the consumer: none yet, so on the fallback header", function()
-      local on_header = {}
-      for k = 1, 8 do
-        on_header[k] = port_of("/b/header/", { ["X-User"] = "user-" .. k })
+    it("on the authenticated consumer, else on the fallback header", function()
+      -- The consumer decides, whatever the fallback header says.
+      local by_consumer = {}
+      for k = 1, 12 do
+        by_consumer[k] = port_of("/b/consumer/", { ["X-Consumer"] = "c" .. k,
+          ["X-User"] = "user-1" })
+        for j = 2, 3 do
+          assert.equals(by_consumer[k], port_of("/b/consumer/" .. j, { ["X-Consumer"] = "c" .. k,
+            ["X-User"] = "user-" .. j }), "consumer c" .. k .. " moved")
+        end
       end
-      -- Same targets, same ring, same key: the same choices.
+      assert.is_true(distinct(by_consumer) >= 3, fmt("12 consumers went to %d targets",
+        distinct(by_consumer)))
+      -- Anonymous: the fallback header, on the same ring as header-ups.
       for k = 1, 8 do
-        assert.equals(on_header[k], port_of("/b/consumer/", { ["X-User"] = "user-" .. k }))
+        assert.equals(port_of("/b/header/", { ["X-User"] = "user-" .. k }),
+          port_of("/b/consumer/", { ["X-User"] = "user-" .. k }))
       end
     end)
 
