@@ -1,7 +1,8 @@
 #!/bin/bash
 # balancers.sh: what balancing over 4 targets costs, per algorithm, against a single target.
 #
-# Usage: bench/balancers.sh
+# Usage: bench/balancers.sh           the cost of one pick per algorithm, then wrk
+#        bench/balancers.sh --micro   the cost of one pick only (a second, no wrk)
 # Environment (all optional):
 #   DURATION=5s      wrk duration of each measured run
 #   CONNECTIONS=64   wrk connections (the same for every target)
@@ -25,10 +26,40 @@
 #   hash          the same, algorithm: consistent-hashing, hash_on: path
 #                 (wrk varies nothing, so every request computes the key of /)
 #   latency       the same, algorithm: latency
+# Before that, bench/balancer_bench.c (built here against core/balancer*.c)
+# prints the nanoseconds of one select + release per algorithm, which the
+# machine's noise cannot hide the way it hides a 1% change in req/s.
 set -eu
+
+MICRO=0
+case "${1:-}" in
+    "") ;;
+    --micro) MICRO=1 ;;
+    *)
+        echo "usage: bench/balancers.sh [--micro]" >&2
+        exit 2
+        ;;
+esac
 
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
+
+# micro: one pick (select + release) per algorithm, in a loop.
+micro() {
+    local out cc=${CC:-gcc} cflags=${CFLAGS:--O2 -g -std=gnu11 -Wall -Wextra}
+    out=$(mktemp -d)
+    # shellcheck disable=SC2086 # cflags is a word list
+    $cc $cflags -Icore bench/balancer_bench.c \
+        core/balancer.c core/balancer_rr.c core/balancer_lc.c core/balancer_hash.c \
+        core/balancer_ewma.c -lm -o "$out/balancer_bench"
+    echo "== one pick over 4 targets (bench/balancer_bench.c)"
+    "$out/balancer_bench"
+    rm -rf "$out"
+}
+if [ "$MICRO" = 1 ]; then
+    micro
+    exit 0
+fi
 
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -60,6 +91,7 @@ echo "sluice: $("$SLUICE" version 2>&1 || true)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP, $ROUNDS rounds;" \
     "sluice on CPU $PROXY_CPU, wrk + upstream on CPU $LOAD_CPU"
 machine_busy_check
+micro
 
 # --- the upstream: one nginx, four ports ------------------------------------
 
@@ -104,7 +136,7 @@ for name in $NAMES; do
         hash) balancer_conf "$name" consistent-hashing "hash_on: path" ;;
         latency) balancer_conf "$name" latency ;;
     esac
-    PORT_OF[$name]=$PORT
+    PORT_OF[$name]=$PORT # set by sluice_conf
 done
 
 # start NAME / stop NAME: one sluice at a time on PROXY_CPU.
