@@ -127,6 +127,11 @@ SL_EXPORT int sl_ffi_req_set_body(sl_request_t *r, int id, const char *body, siz
     return sl_proxy_set_body(r, id, body, len, err);
 }
 
+SL_EXPORT int sl_ffi_req_http_version(sl_request_t *r)
+{
+    return r->h.version;
+}
+
 SL_EXPORT double sl_ffi_req_start_time(sl_request_t *r)
 {
     return r->start;

@@ -296,14 +296,14 @@ static void put_lua_headers(writer_t *o, lua_State *co, const sl_request_t *req)
  * req->out: the head, and the body after it when it fits, else in the
  * request's arena (req->lbody). ctype NULL: no Content-Type of sluice's own;
  * co: a coroutine holding an exit's headers table. close: the connection
- * closes after it. A head that does not fit becomes a 500. Returns SL_OK, or
- * SL_ERROR when out of memory. */
-static int render_local(sl_request_t *req, int status, const char *ctype, const char *body,
-                        size_t blen, int close, lua_State *co)
+ * closes after it. ops: the plugins' edits of the client's response headers
+ * go in too (always with co). A head that does not fit becomes a 500.
+ * Returns SL_OK, or SL_ERROR when out of memory. */
+static int render_local_ops(sl_request_t *req, int status, const char *ctype, const char *body,
+                            size_t blen, int close, lua_State *co, int ops)
 {
     sl_conn_t *c = req->c;
     sl_worker_t *w = c->w;
-
     sl_buf_t *out = req->out;
     if (out == NULL) {
         out = req->out = sl_buf_get(w);
@@ -316,15 +316,15 @@ static int render_local(sl_request_t *req, int status, const char *ctype, const 
     char line[64];
     int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, sl_http_reason(status));
     put(&o, line, (size_t)n);
-    if (ctype != NULL)
+    if (ctype != NULL && !(ops && co == NULL && op_replaces(req, 1, "Content-Type", 12)))
         put_header(&o, "Content-Type", 12, ctype, strlen(ctype));
     PUT_LIT(&o, "Server: sluice/" SL_VERSION "\r\nDate: ");
     put(&o, http_date(), 29);
     PUT_LIT(&o, "\r\n");
-    if (co != NULL) {
+    if (co != NULL)
         put_lua_headers(&o, co, req);
+    if (ops)
         put_client_ops(&o, req);
-    }
     PUT_LIT(&o, "Content-Length: ");
     put_u64(&o, blen);
     PUT_LIT(&o, "\r\n");
@@ -334,8 +334,8 @@ static int render_local(sl_request_t *req, int status, const char *ctype, const 
         PUT_LIT(&o, "Connection: keep-alive\r\n");
     PUT_LIT(&o, "\r\n");
     if (o.overflow)
-        return render_local(req, 500, "application/json; charset=utf-8",
-                            "{\"message\":\"An unexpected error occurred\"}\n", 43, 1, NULL);
+        return render_local_ops(req, 500, "application/json; charset=utf-8",
+                                "{\"message\":\"An unexpected error occurred\"}\n", 43, 1, NULL, 0);
     req->lbody = NULL;
     req->lbody_len = 0;
     if (req->h.method_id == SL_HTTP_HEAD || blen == 0) {
@@ -356,6 +356,12 @@ static int render_local(sl_request_t *req, int status, const char *ctype, const 
     out->start = 0;
     out->end = (size_t)(o.p - out->data);
     return SL_OK;
+}
+
+static int render_local(sl_request_t *req, int status, const char *ctype, const char *body,
+                        size_t blen, int close, lua_State *co)
+{
+    return render_local_ops(req, status, ctype, body, blen, close, co, co != NULL);
 }
 
 /* Sends a response sluice makes itself (see render_local) and ends the
@@ -423,21 +429,20 @@ int sl_proxy_error_head(sl_request_t *req, int status, const char *message)
                         NULL);
 }
 
-/* A plugin answered with sluice.response.exit (status, body and headers are
- * on its coroutine): runs the route's header_filter plugins on it, as Kong
- * does, and renders it. Returns SL_OK, SL_ERROR when out of memory, or
- * SL_DECLINED when header_filter failed (the caller answers 500). */
-static int render_exit(sl_request_t *req)
+/* A response sluice makes after the route's access phase: a plugin's exit
+ * (exit = 1: status, body and headers are on its coroutine), or an upstream
+ * failure's error. The route's header_filter and body_filter plugins see it
+ * first, as Kong runs them on exits and on its error pages, then it is
+ * rendered. Returns SL_OK, SL_ERROR when out of memory, or SL_DECLINED when
+ * a filter failed (the caller answers 500). */
+static int render_filtered(sl_request_t *req, int status, const char *ctype, const char *body,
+                           size_t blen, int exit)
 {
-    const char *body;
-    size_t blen = 0;
-    int status = sl_lua_exit(req, &body, &blen);
     req->status = status;
     int hf = HAS_PHASE(req, SL_PHASE_HEADER_FILTER), bf = HAS_PHASE(req, SL_PHASE_BODY_FILTER);
     if (hf || bf) {
-        /* The route's header_filter and body_filter plugins see this response
-         * too, as in Kong; the body and headers are kept aside while they
-         * run. body_filter gets the whole body in one last call. */
+        /* The body and an exit's headers are kept aside while the filters
+         * run; body_filter gets the whole body in one last call. */
         char *copy = NULL;
         if (blen > 0) {
             if (req->arena == NULL)
@@ -448,20 +453,31 @@ static int render_exit(sl_request_t *req)
             memcpy(copy, body, blen);
         }
         body = copy;
-        int href = sl_lua_exit_keep_headers(req);
+        int href = exit ? sl_lua_exit_keep_headers(req) : LUA_NOREF;
         int rc = hf ? sl_lua_phase(req, SL_PHASE_HEADER_FILTER) : SL_OK;
         if (rc == SL_OK && req->client_status)
             status = req->status = req->client_status;
         if (rc == SL_OK && bf)
             rc = run_body_filter(req, body != NULL ? body : "", blen, 1, &body, &blen);
-        sl_lua_exit_restore_headers(req, href);
+        if (exit)
+            sl_lua_exit_restore_headers(req, href);
         if (rc != SL_OK) {
-            SL_LOG(SL_LOG_ERR, "%s failed on a plugin's response",
-                   req->task.phase == SL_PHASE_BODY_FILTER ? "body_filter" : "header_filter");
+            SL_LOG(SL_LOG_ERR, "%s failed on a %s response",
+                   req->task.phase == SL_PHASE_BODY_FILTER ? "body_filter" : "header_filter",
+                   exit ? "plugin's" : "sluice error");
             return SL_DECLINED;
         }
     }
-    return render_local(req, status, NULL, body, blen, !req->body_done, req->task.co);
+    return render_local_ops(req, status, ctype, body, blen, !req->body_done,
+                            exit ? req->task.co : NULL, 1);
+}
+
+static int render_exit(sl_request_t *req)
+{
+    const char *body;
+    size_t blen = 0;
+    int status = sl_lua_exit(req, &body, &blen);
+    return render_filtered(req, status, NULL, body, blen, 1);
 }
 
 int sl_proxy_exit_head(sl_request_t *req)
@@ -472,11 +488,10 @@ int sl_proxy_exit_head(sl_request_t *req)
     return rc;
 }
 
-/* Sends a plugin's exit (see render_exit). */
-static int respond_exit(sl_request_t *req)
+/* Sends what render_filtered made (rc is its result). */
+static int send_filtered(sl_request_t *req, int rc)
 {
     sl_conn_t *c = req->c;
-    int rc = render_exit(req);
     if (rc == SL_DECLINED)
         return respond_error(c, req, 500, "An unexpected error occurred", !req->body_done);
     if (rc != SL_OK) {
@@ -494,6 +509,21 @@ static int respond_exit(sl_request_t *req)
     }
     sl_timer_stop(c->w->loop, &req->timer);
     return client_send(req);
+}
+
+/* Sends a plugin's exit (see render_filtered). */
+static int respond_exit(sl_request_t *req)
+{
+    return send_filtered(req, render_exit(req));
+}
+
+/* Sends the 502, 503 or 504 of an upstream that failed (see render_filtered). */
+static int respond_upstream_error(sl_request_t *req, int status, const char *message)
+{
+    char body[512];
+    size_t blen = error_body(body, sizeof(body), message);
+    return send_filtered(
+        req, render_filtered(req, status, "application/json; charset=utf-8", body, blen, 0));
 }
 
 /* --- access log ------------------------------------------------------------ */
@@ -1202,7 +1232,7 @@ static int upstream_fail(sl_request_t *req, int why, int err)
         return connect_upstream(req);
     }
     int timeout = why == UF_CONNECT_TIMEOUT || why == UF_READ_TIMEOUT || why == UF_WRITE_TIMEOUT;
-    return respond_error(c, req, timeout ? 504 : 502, fail_text[why], !req->body_done);
+    return respond_upstream_error(req, timeout ? 504 : 502, fail_text[why]);
 }
 
 static int connect_upstream(sl_request_t *req)
@@ -1220,9 +1250,8 @@ static int connect_upstream(sl_request_t *req)
                 SL_LOG(SL_LOG_ERR, "no peer for the target %.*s:%u a plugin set: %s",
                        (int)req->target_host_len, req->target_host, req->target_port,
                        strerror(errno));
-                return respond_error(req->c, req, 503,
-                                     "failure to get a peer from the ring-balancer",
-                                     !req->body_done);
+                return respond_upstream_error(req, 503,
+                                              "failure to get a peer from the ring-balancer");
             }
             req->tries++;
         } else {
@@ -1234,10 +1263,9 @@ static int connect_upstream(sl_request_t *req)
             }
             if (i < 0) {
                 if (req->tries > 0)
-                    return respond_error(req->c, req, 502, fail_text[UF_CONNECT], !req->body_done);
-                return respond_error(req->c, req, 503,
-                                     "failure to get a peer from the ring-balancer",
-                                     !req->body_done);
+                    return respond_upstream_error(req, 502, fail_text[UF_CONNECT]);
+                return respond_upstream_error(req, 503,
+                                              "failure to get a peer from the ring-balancer");
             }
             req->tries++;
             req->peer_index = i;

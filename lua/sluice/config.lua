@@ -72,12 +72,15 @@ local _M = {}
 -- identifies them; a consumer's comes from its username (else its custom_id),
 -- so it is the same on every load and every node: a name-based UUID (version
 -- 5, RFC 4122) in sluice's own namespace.
-local function consumer_id(username, custom_id)
-  local name = username and ("username:" .. username) or ("custom_id:" .. custom_id)
+local function derived_id(name)
   local h = crypto.hex(crypto.sha1(CONSUMER_NAMESPACE .. name))
   local variant = bit.bor(bit.band(tonumber(str_sub(h, 17, 17), 16), 3), 8)
   return str_sub(h, 1, 8) .. "-" .. str_sub(h, 9, 12) .. "-5" .. str_sub(h, 14, 16) .. "-"
     .. string.format("%x", variant) .. str_sub(h, 18, 20) .. "-" .. str_sub(h, 21, 32)
+end
+
+local function consumer_id(username, custom_id)
+  return derived_id(username and ("username:" .. username) or ("custom_id:" .. custom_id))
 end
 _M.consumer_id = consumer_id
 
@@ -1167,6 +1170,8 @@ end
 
 local function compile_route(r, route, keys, format)
   local out = {
+    id = route.id,
+    tags = route.tags,
     name = route.name,
     hosts = route.hosts or {},
     methods = route.methods or {},
@@ -1180,6 +1185,9 @@ local function compile_route(r, route, keys, format)
     paths = {},
     headers = {},
   }
+  if not out.id then
+    out.id = derived_id("route:" .. (route.name or str_match(out.where, ": (.*)$") or out.where))
+  end
   for i, p in ipairs(route.paths or {}) do
     if p then
       local regex = str_sub(p, 1, 1) == "~"
@@ -1326,6 +1334,9 @@ local function compile(r, doc, file)
       local host_key = (type(raw) == "table" and raw.url ~= nil and raw.url ~= NULL)
         and "url" or "host"
       local entry = {
+        -- Services and routes without an id get one derived from their name
+        -- (else their place in the file), the same on every load and node.
+        id = s.id or derived_id("service:" .. (s.name or ("#" .. i))), tags = s.tags,
         name = s.name, protocol = s.protocol, host = s.host, port = s.port, path = s.path,
         retries = s.retries, connect_timeout = s.connect_timeout,
         write_timeout = s.write_timeout, read_timeout = s.read_timeout,

@@ -84,6 +84,9 @@ int sl_ffi_req_set_body(sl_request_t *r, int id, const char *body, size_t len,
 /* Seconds since the epoch when the request head was complete. */
 double sl_ffi_req_start_time(sl_request_t *r);
 
+/* The request's HTTP version: 10 or 11. */
+int sl_ffi_req_http_version(sl_request_t *r);
+
 /* The client's address and port. */
 int sl_ffi_req_client(sl_request_t *r, const char **ip, size_t *len, int *port);
 

@@ -22,6 +22,7 @@ local select = select
 local ffi_string = ffi.string
 local str_lower = string.lower
 local str_find = string.find
+local str_match = string.match
 local str_sub = string.sub
 local str_gsub = string.gsub
 local str_char = string.char
@@ -225,6 +226,66 @@ function request.get_raw_query()
   return ffi_string(str3[0], len3[0])
 end
 
+function request.get_http_version()
+  local r = check(REQ_PHASES, "sluice.request.get_http_version")
+  return C.sl_ffi_req_http_version(r) == 10 and 1.0 or 1.1
+end
+
+-- Kong's forwarded getters: what a proxy in front said in X-Forwarded-*,
+-- when the client is in server.trusted_ips; else what sluice itself saw.
+local function forwarded(name)
+  C.sl_ffi_req_client(cur.r, str1, len1, int1)
+  if C.sl_ffi_ip_trusted(str1[0], len1[0]) ~= 1 then
+    return nil
+  end
+  local v = request.get_header(name)
+  -- The first element of a list: the proxy nearest the client.
+  return v and str_match(v, "^%s*([^,%s]+)")
+end
+
+function request.get_forwarded_scheme()
+  check(REQ_PHASES, "sluice.request.get_forwarded_scheme")
+  local v = forwarded("x-forwarded-proto")
+  return v and str_lower(v) or request.get_scheme()
+end
+
+-- The forwarded host, without a port.
+local function forwarded_host()
+  local v = forwarded("x-forwarded-host")
+  if not v then
+    return nil
+  end
+  local host, port = str_match(v, "^(%[.-%]):?(%d*)$")
+  if not host then
+    host, port = str_match(v, "^([^:]+):?(%d*)$")
+  end
+  return host and str_lower(host), tonumber(port)
+end
+
+function request.get_forwarded_host()
+  check(REQ_PHASES, "sluice.request.get_forwarded_host")
+  return forwarded_host() or request.get_host()
+end
+
+function request.get_forwarded_port()
+  check(REQ_PHASES, "sluice.request.get_forwarded_port")
+  local p = tonumber(forwarded("x-forwarded-port"))
+  if not p then
+    local _, hp = forwarded_host()
+    p = hp
+  end
+  if p and p >= 1 and p <= 65535 then
+    return p
+  end
+  return request.get_port()
+end
+
+function request.get_forwarded_path()
+  check(REQ_PHASES, "sluice.request.get_forwarded_path")
+  local v = forwarded("x-forwarded-path")
+  return v or request.get_path()
+end
+
 function request.get_path_with_query()
   local r = check(REQ_PHASES, "sluice.request.get_path_with_query")
   line(r)
@@ -359,6 +420,17 @@ function client.get_forwarded_port()
   return client.get_port()
 end
 
+-- "http": sluice has no TLS listeners yet. allow_terminated is Kong's
+-- argument for TLS ended in front of sluice: then X-Forwarded-Proto of a
+-- trusted client counts.
+function client.get_protocol(allow_terminated)
+  check(REQ_PHASES, "sluice.client.get_protocol")
+  if allow_terminated and request.get_forwarded_scheme() == "https" then
+    return "https"
+  end
+  return "http"
+end
+
 -- Consumers: kong.client.authenticate and friends. The consumer and the
 -- credential live in the request's context; the runner (which requires this
 -- module) sets _M.on_authenticate to re-resolve the plugins that run after.
@@ -469,6 +541,21 @@ local function header_op(target, op, fname, name, value)
       3)
   end
   return true
+end
+
+-- Where the response comes from: "exit" (a plugin's sluice.response.exit),
+-- "service" (the upstream answered) or "error" (sluice could not get an
+-- answer, or a plugin failed).
+function response.get_source()
+  local r = check(AFTER_HEAD, "sluice.response.get_source")
+  local ctx = contexts[cur.id]
+  if ctx and ctx.exit_status then
+    return "exit"
+  end
+  if C.sl_ffi_upstream_status(r) > 0 then
+    return "service"
+  end
+  return "error"
 end
 
 function response.get_status()
@@ -1626,8 +1713,28 @@ end
 
 local timer_mod = require("sluice.timer")
 
+-- sluice.router: the route and service the request matched (Kong's entity
+-- shapes, built once at load and shared by every request: read them, do not
+-- change them). nil before routing (rewrite) and in timers.
+local router = {}
+local ROUTED = lshift(1, ACCESS) + lshift(1, HEADER_FILTER) + lshift(1, BODY_FILTER)
+  + lshift(1, LOG)
+
+function router.get_route()
+  check(ROUTED, "sluice.router.get_route")
+  local route = state.route
+  return route and route.entity
+end
+
+function router.get_service()
+  check(ROUTED, "sluice.router.get_service")
+  local route = state.route
+  return route and route.service_entity
+end
+
 _M.sluice = {
   request = request,
+  router = router,
   response = response,
   service = service,
   client = client,

@@ -216,6 +216,32 @@ pdk.on_authenticate = function(ctx, phase)
   end
 end
 
+-- Kong's shapes of a route and of its service, for sluice.router.
+local function route_entity(c, service)
+  local paths = {}
+  for i, p in ipairs(c.paths or {}) do
+    paths[i] = p.regex and ("~" .. p.value) or p.value
+  end
+  local headers
+  for _, h in ipairs(c.headers or {}) do
+    headers = headers or {}
+    headers[h.name] = h.values
+  end
+  return { id = c.id, name = c.name, protocols = c.protocols, methods = c.methods,
+           hosts = c.hosts, paths = paths, headers = headers, strip_path = c.strip_path,
+           preserve_host = c.preserve_host, regex_priority = c.regex_priority,
+           path_handling = c.path_handling,
+           https_redirect_status_code = c.https_redirect_status_code, tags = c.tags,
+           service = service and { id = service.id } or nil }
+end
+
+local function service_entity(s)
+  return s and { id = s.id, name = s.name, protocol = s.protocol, host = s.host, port = s.port,
+                 path = s.path, retries = s.retries, connect_timeout = s.connect_timeout,
+                 write_timeout = s.write_timeout, read_timeout = s.read_timeout, tags = s.tags,
+                 enabled = true }
+end
+
 -- Builds the chains of a normalized config (config.lua's output): returns
 -- its routes (as in `routes`), the rewrite chain of its global plugins, the
 -- plugins in use and { routes = { mask, ... }, rewrite = bool }: per route,
@@ -250,6 +276,9 @@ local function build(cfg)
   local info = { routes = {}, rewrite = #rewrite > 0 }
   for i, route in ipairs(cfg.routes or {}) do
     built[i] = build_route(instances, i, route.service)
+    local service = cfg.services and cfg.services[route.service]
+    built[i].entity = route_entity(route, service)
+    built[i].service_entity = service_entity(service)
     -- Consumer overrides do not count: without a plugin in the route's
     -- chain (or a global one) nothing can authenticate, so such a route
     -- still never enters Lua.

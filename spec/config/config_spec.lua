@@ -61,6 +61,12 @@ services:
   - paths: [/]
 ]])
       local s = c.services[1]
+      -- No id in the file: one derived from the name, a version-5 UUID.
+      assert.matches("^%x%x%x%x%x%x%x%x%-%x%x%x%x%-5%x%x%x%-[89ab]%x%x%x%-%x+$", s.id)
+      local same = ok(HEAD .. "services:\n- name: s\n  host: other.internal\n").services[1]
+      assert.equal(s.id, same.id)
+      assert.not_equal(s.id, ok(HEAD .. "services:\n- name: t\n  host: h\n").services[1].id)
+      s.id = nil
       assert.same({ name = "s", protocol = "http", host = "example.internal", port = 80,
                     retries = 5, connect_timeout = 60000, write_timeout = 60000,
                     read_timeout = 60000, where = "t.yaml:4: services[0].host" }, s)
