@@ -5,7 +5,12 @@ local config = require("sluice.config")
 
 local fmt = string.format
 
-local HERE = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$")
+-- This plugin's folder, absolute: the spec runs from wherever `sluice test`
+-- was started (the repository root, or the plugin's own folder).
+local HERE = debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$") or "."
+if HERE:sub(1, 1) ~= "/" then
+  HERE = os.getenv("PWD") .. "/" .. HERE
+end
 local PLUGINS = HERE .. "/plugins"
 
 -- The config under test; with_server adds the server block that points
