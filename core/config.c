@@ -16,6 +16,7 @@
 #include "arena.h"
 #include "balancer.h"
 #include "http_parser.h"
+#include "resolver.h"
 #include "router.h"
 #include "sl_lua.h"
 
@@ -325,48 +326,26 @@ static void compile_server(loader_t *ld, int t)
 
 /* Appends one target per distinct address of host to u, growing u->targets
  * (whose capacity is *cap) in the arena. Resolution failure adds an error
- * that starts with where. getaddrinfo blocks: the config is loaded by the
- * master, never on a worker's loop. */
+ * that starts with where. The lookup blocks (the config is loaded by the
+ * master, never on a worker's loop) and uses the dns_* server settings, as
+ * the workers' resolver does: dns_hostsfile, then the dns_resolver servers. */
 static void add_targets(loader_t *ld, sl_upstream_t *u, size_t *cap, const char *host,
                         uint16_t port, int weight, const char *where)
 {
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(host, NULL, &hints, &res);
-    if (rc != 0) {
-        add_error(ld, "%s: cannot resolve \"%s\": %s", where, host,
-                  rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-        return;
-    }
-    /* Collect the addresses first: nothing below may raise while res is held. */
     struct sockaddr_storage addrs[64];
     socklen_t lens[64];
     size_t naddrs = 0;
-    for (struct addrinfo *ai = res; ai != NULL && naddrs < SL_NELEMS(addrs); ai = ai->ai_next) {
-        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
-            ai->ai_addrlen > sizeof(addrs[0]))
-            continue;
-        struct sockaddr_storage ss;
-        memset(&ss, 0, sizeof(ss));
-        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        if (ai->ai_family == AF_INET)
-            ((struct sockaddr_in *)&ss)->sin_port = htons(port);
-        else
-            ((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-        int seen = 0;
-        for (size_t i = 0; i < naddrs && !seen; i++)
-            seen = lens[i] == ai->ai_addrlen && memcmp(&addrs[i], &ss, ai->ai_addrlen) == 0;
-        if (!seen) {
-            addrs[naddrs] = ss;
-            lens[naddrs++] = (socklen_t)ai->ai_addrlen;
-        }
-    }
-    freeaddrinfo(res);
-    if (naddrs == 0) {
-        add_error(ld, "%s: \"%s\" has no IPv4 or IPv6 address", where, host);
+    const char *err;
+    if (sl_resolve_all(&ld->cf->server, host, addrs, lens, SL_NELEMS(addrs), &naddrs, &err) !=
+        SL_OK) {
+        add_error(ld, "%s: cannot resolve \"%s\": %s", where, host, err);
         return;
+    }
+    for (size_t i = 0; i < naddrs; i++) {
+        if (addrs[i].ss_family == AF_INET)
+            ((struct sockaddr_in *)&addrs[i])->sin_port = htons(port);
+        else
+            ((struct sockaddr_in6 *)&addrs[i])->sin6_port = htons(port);
     }
 
     if (u->ntargets + naddrs > *cap) {

@@ -292,13 +292,34 @@ SL_EXPORT int sl_ffi_service_set_upstream(sl_request_t *r, int index, const char
     return SL_OK;
 }
 
-SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_t len, int port,
-                                        const char **err)
+/* Fills ss with the IPv4 or IPv6 literal text and port; 0 when text is not one. */
+static int parse_literal(const char *text, int port, struct sockaddr_storage *ss, socklen_t *sslen)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        *sslen = sizeof(*sin);
+        return 1;
+    }
+    if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        *sslen = sizeof(*sin6);
+        return 1;
+    }
+    return 0;
+}
+
+SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_t len,
+                                        const char *ip, size_t iplen, int port, const char **err)
 {
     char text[INET6_ADDRSTRLEN];
     char hostbuf[SL_ADHOC_HOST_MAX];
     struct sockaddr_storage ss;
-    socklen_t sslen;
+    socklen_t sslen = 0;
     size_t hlen;
 
     if (!before_proxy(r)) {
@@ -314,32 +335,41 @@ SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_
         host++;
         len -= 2;
     }
-    if (len == 0 || len >= sizeof(text))
-        return SL_DECLINED;
-    memset(&ss, 0, sizeof(ss));
-    memcpy(text, host, len);
-    text[len] = '\0';
-    if (len == 9 && strncasecmp(text, "localhost", 9) == 0) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        sin->sin_family = AF_INET;
-        sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        sin->sin_port = htons((uint16_t)port);
-        sslen = sizeof(*sin);
-        hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "localhost");
-    } else if (inet_pton(AF_INET, text, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons((uint16_t)port);
-        sslen = sizeof(*sin);
-        hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "%s", text);
-    } else if (inet_pton(AF_INET6, text, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons((uint16_t)port);
-        sslen = sizeof(*sin6);
-        hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "[%s]", text);
+    if (ip != NULL) {
+        /* A name Lua resolved: connect to ip, and name the host in Host. */
+        if (len == 0 || len >= sizeof(hostbuf)) {
+            *err = "host name too long (63 bytes at most)";
+            return SL_ERROR;
+        }
+        if (iplen == 0 || iplen >= sizeof(text)) {
+            *err = "invalid address";
+            return SL_ERROR;
+        }
+        memcpy(text, ip, iplen);
+        text[iplen] = '\0';
+        if (!parse_literal(text, port, &ss, &sslen)) {
+            *err = "invalid address";
+            return SL_ERROR;
+        }
+        for (hlen = 0; hlen < len; hlen++) {
+            char ch = host[hlen];
+            hostbuf[hlen] = (char)((ch >= 'A' && ch <= 'Z') ? ch | 0x20 : ch);
+        }
     } else {
-        return SL_DECLINED;
+        if (len == 0 || len >= sizeof(text))
+            return SL_DECLINED;
+        memcpy(text, host, len);
+        text[len] = '\0';
+        if (len == 9 && strncasecmp(text, "localhost", 9) == 0) {
+            parse_literal("127.0.0.1", port, &ss, &sslen);
+            hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "localhost");
+        } else if (!parse_literal(text, port, &ss, &sslen)) {
+            return SL_DECLINED;
+        } else if (ss.ss_family == AF_INET6) {
+            hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "[%s]", text);
+        } else {
+            hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "%s", text);
+        }
     }
     const char *copy = keep(r, hostbuf, hlen);
     if (copy == NULL) {

@@ -15,6 +15,9 @@
 #include "resolver.h"
 
 #include <ares.h>
+#include <errno.h>
+#include <sys/select.h>
+#include <arpa/inet.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,8 @@
 #include <strings.h>
 
 #include "log.h"
+#include "sl_ffi.h"
+#include "sl_lua.h"
 
 #define MAX_NAME    255
 #define MAX_ADDRS   16
@@ -359,11 +364,11 @@ void sl_resolve_cancel(sl_resolve_t *q)
     free(q);
 }
 
-int sl_resolver_init(struct ev_loop *loop, const sl_server_conf_t *server, const char **err)
+/* A channel with server's dns_* settings; sock_cb NULL for a blocking one. */
+static int channel_open(ares_channel *ch, const sl_server_conf_t *server,
+                        ares_sock_state_cb sock_cb, const char **err)
 {
     static char csv[4096];
-    if (R.open)
-        return SL_OK;
     int rc = ares_library_init(ARES_LIB_INIT_ALL);
     if (rc != ARES_SUCCESS) {
         *err = ares_strerror(rc);
@@ -374,12 +379,15 @@ int sl_resolver_init(struct ev_loop *loop, const sl_server_conf_t *server, const
 
     struct ares_options opts;
     memset(&opts, 0, sizeof(opts));
-    opts.sock_state_cb = sock_state_cb;
     opts.timeout = 2000; /* ms per try */
     opts.tries = 2;
     opts.lookups = (char *)"fb"; /* the hosts file, then DNS */
-    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS;
-    if ((rc = ares_init_options(&R.channel, &opts, mask)) != ARES_SUCCESS) {
+    int mask = ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_LOOKUPS;
+    if (sock_cb != NULL) {
+        opts.sock_state_cb = sock_cb;
+        mask |= ARES_OPT_SOCK_STATE_CB;
+    }
+    if ((rc = ares_init_options(ch, &opts, mask)) != ARES_SUCCESS) {
         *err = ares_strerror(rc);
         return SL_ERROR;
     }
@@ -390,17 +398,26 @@ int sl_resolver_init(struct ev_loop *loop, const sl_server_conf_t *server, const
                              server->dns_resolver[i]);
             if (n < 0 || (size_t)n >= sizeof(csv) - used) {
                 *err = "too many dns_resolver entries";
-                ares_destroy(R.channel);
+                ares_destroy(*ch);
                 return SL_ERROR;
             }
             used += (size_t)n;
         }
-        if ((rc = ares_set_servers_ports_csv(R.channel, csv)) != ARES_SUCCESS) {
+        if ((rc = ares_set_servers_ports_csv(*ch, csv)) != ARES_SUCCESS) {
             *err = ares_strerror(rc);
-            ares_destroy(R.channel);
+            ares_destroy(*ch);
             return SL_ERROR;
         }
     }
+    return SL_OK;
+}
+
+int sl_resolver_init(struct ev_loop *loop, const sl_server_conf_t *server, const char **err)
+{
+    if (R.open)
+        return SL_OK;
+    if (channel_open(&R.channel, server, sock_state_cb, err) != SL_OK)
+        return SL_ERROR;
     R.loop = loop;
     R.conf = server;
     sl_queue_init(&R.cache);
@@ -413,6 +430,88 @@ int sl_resolver_init(struct ev_loop *loop, const sl_server_conf_t *server, const
     ev_init(&R.timer, timer_cb);
     ev_init(&R.wake, wake_cb);
     R.open = 1;
+    return SL_OK;
+}
+
+/* --- blocking lookups, for the master at load ------------------------------------ */
+
+typedef struct {
+    int done;
+    int status;
+    struct sockaddr_storage *addrs;
+    socklen_t *lens;
+    size_t max, n;
+} sync_query_t;
+
+static void sync_add(sync_query_t *sq, const struct ares_addrinfo *res, int family)
+{
+    for (const struct ares_addrinfo_node *a = res->nodes; a != NULL && sq->n < sq->max;
+         a = a->ai_next) {
+        if (a->ai_family != family || a->ai_addrlen > sizeof(sq->addrs[0]))
+            continue;
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        memcpy(&ss, a->ai_addr, a->ai_addrlen);
+        int seen = 0;
+        for (size_t i = 0; i < sq->n && !seen; i++)
+            seen = sq->lens[i] == a->ai_addrlen && memcmp(&sq->addrs[i], &ss, a->ai_addrlen) == 0;
+        if (!seen) {
+            sq->addrs[sq->n] = ss;
+            sq->lens[sq->n++] = (socklen_t)a->ai_addrlen;
+        }
+    }
+}
+
+static void sync_cb(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    SL_UNUSED(timeouts);
+    sync_query_t *sq = arg;
+    sq->done = 1;
+    sq->status = status;
+    if (status == ARES_SUCCESS) {
+        /* IPv4 first, as getaddrinfo orders them. */
+        sync_add(sq, res, AF_INET);
+        sync_add(sq, res, AF_INET6);
+    }
+    if (res != NULL)
+        ares_freeaddrinfo(res);
+}
+
+int sl_resolve_all(const sl_server_conf_t *server, const char *name, struct sockaddr_storage *addrs,
+                   socklen_t *lens, size_t max, size_t *n, const char **err)
+{
+    ares_channel ch;
+    if (channel_open(&ch, server, NULL, err) != SL_OK)
+        return SL_ERROR;
+    sync_query_t sq = {0, 0, addrs, lens, max, 0};
+    struct ares_addrinfo_hints hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_flags = ARES_AI_ENVHOSTS | ARES_AI_NOSORT;
+    ares_getaddrinfo(ch, name, NULL, &hints, sync_cb, &sq);
+    while (!sq.done) {
+        fd_set rfds, wfds;
+        FD_ZERO(&rfds);
+        FD_ZERO(&wfds);
+        int nfds = ares_fds(ch, &rfds, &wfds);
+        struct timeval tv, *tvp = ares_timeout(ch, NULL, &tv);
+        if (nfds == 0 && tvp == NULL)
+            break;
+        if (select(nfds, &rfds, &wfds, NULL, tvp) < 0 && errno != EINTR)
+            break;
+        ares_process(ch, &rfds, &wfds);
+    }
+    ares_destroy(ch);
+    ares_library_cleanup();
+    if (!sq.done || sq.status != ARES_SUCCESS) {
+        *err = sq.done ? ares_strerror(sq.status) : "the lookup did not finish";
+        return SL_ERROR;
+    }
+    if (sq.n == 0) {
+        *err = ares_strerror(ARES_ENODATA);
+        return SL_ERROR;
+    }
+    *n = sq.n;
     return SL_OK;
 }
 
@@ -445,4 +544,93 @@ void sl_resolver_close(void)
     }
     R.nentries = 0;
     ares_library_cleanup();
+}
+
+/* --- Lua's lookups (sluice.service.set_target, sluice.redis) ---------------------- */
+
+/* A lookup a Lua task waits for; on the task's wait list until Lua takes
+ * the answer (or the task ends). */
+typedef struct {
+    sl_wait_t wait;
+    sl_resolve_t *q; /* while the query runs */
+    int done;
+    int status;
+    const char *err;
+    struct sockaddr_storage addr;
+} dns_wait_t;
+
+static void dns_cancel(sl_wait_t *w)
+{
+    dns_wait_t *d = (dns_wait_t *)w;
+    if (d->q != NULL)
+        sl_resolve_cancel(d->q);
+    free(d);
+}
+
+static void dns_done(void *data, int status, const struct sockaddr_storage *addr, socklen_t addrlen,
+                     const char *err)
+{
+    SL_UNUSED(addrlen);
+    dns_wait_t *d = data;
+    d->q = NULL;
+    d->done = 1;
+    d->status = status;
+    d->err = err;
+    if (status == SL_OK)
+        d->addr = *addr;
+    sl_lua_wake(d->wait.task, d->wait.id);
+}
+
+/* Writes addr's text form into buf. */
+static int addr_text(const struct sockaddr_storage *addr, char *buf, size_t cap, const char **err)
+{
+    const void *a = addr->ss_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)addr)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)addr)->sin_addr;
+    if (inet_ntop(addr->ss_family, a, buf, (socklen_t)cap) == NULL) {
+        *err = "address does not fit";
+        return SL_ERROR;
+    }
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_dns_resolve(sl_lua_task_t *t, int id, const char *name, size_t len, char *buf,
+                                 size_t cap, const char **err)
+{
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    dns_wait_t *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    int rc = sl_resolve(name, len, &addr, &addrlen, dns_done, d, &d->q, err);
+    if (rc == SL_AGAIN) {
+        sl_lua_wait_add(t, &d->wait, id, dns_cancel);
+        return SL_AGAIN;
+    }
+    free(d);
+    if (rc != SL_OK)
+        return SL_ERROR;
+    return addr_text(&addr, buf, cap, err);
+}
+
+SL_EXPORT int sl_ffi_dns_result(sl_lua_task_t *t, int id, char *buf, size_t cap, const char **err)
+{
+    for (sl_queue_t *q = t->waits.next; q != &t->waits; q = q->next) {
+        sl_wait_t *w = sl_queue_data(q, sl_wait_t, link);
+        if (w->id != id || w->cancel != dns_cancel)
+            continue;
+        dns_wait_t *d = (dns_wait_t *)w;
+        if (!d->done)
+            break;
+        int rc = d->status == SL_OK ? addr_text(&d->addr, buf, cap, err) : SL_ERROR;
+        if (d->status != SL_OK)
+            *err = d->err;
+        sl_lua_wait_done(w);
+        free(d);
+        return rc;
+    }
+    *err = "no such lookup";
+    return SL_ERROR;
 }

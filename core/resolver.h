@@ -34,4 +34,11 @@ int sl_resolve(const char *name, size_t len, struct sockaddr_storage *addr, sock
 /* Forgets a pending lookup: done is never called for it. */
 void sl_resolve_cancel(sl_resolve_t *q);
 
+/* Resolves name the same way, but blocking, with its own channel: for the
+ * master at config load (never on a worker's loop). Fills addrs/lens with
+ * every distinct IPv4 and IPv6 address (at most max, port 0) and sets *n.
+ * Returns SL_OK, or SL_ERROR with *err (c-ares's reason, a static string). */
+int sl_resolve_all(const sl_server_conf_t *server, const char *name, struct sockaddr_storage *addrs,
+                   socklen_t *lens, size_t max, size_t *n, const char **err);
+
 #endif

@@ -142,12 +142,14 @@ SL_EXPORT int sl_ffi_req_set_consumer(sl_request_t *r, const char *id, size_t le
  * for this request only and allocates nothing but the Host text of a target.
  * set_upstream sends it to the configured upstream `index` (0-based, in the
  * config's order) and forgets a set_target; set_target sends it to one
- * address (an IPv4 or IPv6 literal, or "localhost"), bypassing the balancer,
- * and answers SL_DECLINED for anything else (a name needs DNS); timeouts are
- * milliseconds (1 to 2147483646), retries 0 to 32767. */
+ * address, bypassing the balancer: host itself (an IPv4 or IPv6 literal, or
+ * "localhost") when ip is NULL, else ip (what host resolved to; host is then
+ * only the Host header's name); SL_DECLINED when host needs DNS and no ip
+ * came with it. Timeouts are milliseconds (1 to 2147483646), retries 0 to
+ * 32767. */
 SL_EXPORT int sl_ffi_service_set_upstream(sl_request_t *r, int index, const char **err);
-SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_t len, int port,
-                                        const char **err);
+SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_t len,
+                                        const char *ip, size_t iplen, int port, const char **err);
 SL_EXPORT int sl_ffi_service_set_timeouts(sl_request_t *r, int connect_timeout, int write_timeout,
                                           int read_timeout, const char **err);
 SL_EXPORT int sl_ffi_service_set_retries(sl_request_t *r, int retries, const char **err);
@@ -237,6 +239,15 @@ SL_EXPORT int sl_ffi_redis_result(sl_lua_task_t *t, int id, const char **buf, si
 SL_EXPORT void sl_ffi_redis_op_free(sl_lua_task_t *t, int id);
 SL_EXPORT int sl_ffi_redis_keepalive(int handle);
 SL_EXPORT int sl_ffi_redis_close(int handle);
+
+/* DNS for Lua (set_target, redis): looks name up through the worker's
+ * resolver. SL_OK with the address as text in buf (a cached answer);
+ * SL_AGAIN when a query started: the caller yields, task t wakes with id,
+ * then sl_ffi_dns_result gives the answer (SL_OK, or SL_ERROR with *err) and
+ * forgets it; SL_ERROR with *err. buf holds at least 46 bytes. */
+SL_EXPORT int sl_ffi_dns_resolve(sl_lua_task_t *t, int id, const char *name, size_t len, char *buf,
+                                 size_t cap, const char **err);
+SL_EXPORT int sl_ffi_dns_result(sl_lua_task_t *t, int id, char *buf, size_t cap, const char **err);
 
 /* Is the address (text, IPv4 or IPv6) in server.trusted_ips? 1 yes, 0 no,
  * SL_ERROR when it is not an address. */

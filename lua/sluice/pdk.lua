@@ -746,11 +746,18 @@ function service.set_target(host, port)
   end
   check_int(2, "set_target", port, 1, 65535)
   local r = check(BEFORE_PROXY, "sluice.service.set_target")
-  local rc = C.sl_ffi_service_set_target(r, host, #host, port, errp)
+  local rc = C.sl_ffi_service_set_target(r, host, #host, nil, 0, port, errp)
   if rc == base.DECLINED then
-    return nil, "cannot resolve '" .. host .. "': set_target takes IP addresses and localhost "
-      .. "(host names are not supported yet)"
-  elseif rc ~= 0 then
+    -- A name: resolve it (waiting, without blocking the worker), connect to
+    -- the address, keep the name for the Host header.
+    local ip, err = _M.dns_lookup("sluice.service.set_target", host)
+    if not ip then
+      return nil, err
+    end
+    r = cur.r
+    rc = C.sl_ffi_service_set_target(r, host, #host, ip, #ip, port, errp)
+  end
+  if rc ~= 0 then
     return nil, ffi_string(errp[0])
   end
   return true
@@ -1177,6 +1184,23 @@ local function sleep(seconds)
   return true
 end
 
+-- Resolves a host name through the worker's DNS cache, waiting if it must:
+-- the address as text, or nil, "could not resolve 'NAME': reason".
+local dns_buf = ffi.new("char[64]")
+function _M.dns_lookup(fname, name)
+  local ctx, task = task_ctx(fname)
+  local id = next_wait_id()
+  local rc = C.sl_ffi_dns_resolve(task, id, name, #name, dns_buf, 64, errp)
+  if rc == base.AGAIN then
+    wait(ctx, id)
+    rc = C.sl_ffi_dns_result(task, id, dns_buf, 64, errp)
+  end
+  if rc ~= 0 then
+    return nil, "could not resolve '" .. name .. "': " .. ffi_string(errp[0])
+  end
+  return ffi_string(dns_buf)
+end
+
 -- sluice.http ------------------------------------------------------------------------
 
 local http = {}
@@ -1295,6 +1319,9 @@ redis.set_hooks({
     return ctx, task, next_wait_id()
   end,
   wait = wait,
+  resolve = function(name)
+    return _M.dns_lookup("sluice.redis.connect", name)
+  end,
 })
 
 -- Bodies -------------------------------------------------------------------------

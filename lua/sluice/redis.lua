@@ -231,8 +231,9 @@ function Conn:close()
   return true
 end
 
--- Connects (or takes a pooled connection): opts = { host = IP (default
--- 127.0.0.1), port = 6379, password =, database = 0, timeout = seconds (1) }.
+-- Connects (or takes a pooled connection): opts = { host = an IP address or
+-- a name (default 127.0.0.1; names go through the worker's DNS cache),
+-- port = 6379, password =, database = 0, timeout = seconds (1) }.
 -- The pool is keyed by host and port: AUTH and SELECT run on new connections
 -- only, so one server is used with one password and database.
 function _M.connect(opts)
@@ -241,8 +242,18 @@ function _M.connect(opts)
     error("bad argument #1 to 'connect' (table expected, got " .. type(opts) .. ")", 2)
   end
   local host = opts.host or "127.0.0.1"
+  if type(host) ~= "string" or host == "" then
+    error("bad argument #1 to 'connect' (host: non-empty string expected, got "
+      .. type(host) .. ")", 2)
+  end
   if host == "localhost" then
     host = "127.0.0.1"
+  elseif not str_find(host, "^[%d.]+$") and not str_find(host, ":", 1, true) then
+    local ip, err = hooks.resolve(host)
+    if not ip then
+      return nil, err
+    end
+    host = ip
   end
   local port = tonumber(opts.port) or 6379
   local timeout = tonumber(opts.timeout) or 1

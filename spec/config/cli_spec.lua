@@ -117,8 +117,8 @@ upstreams:
     local out, rc = check(file)
     assert.equal(1, rc)
     local f = plain(file)
-    assert.matches(f .. ':4: services%[0%]%.host: cannot resolve "no%-such%-host%.invalid": ', out)
-    assert.matches(f .. ':6: services%[0%]%.routes%[0%]%.paths%[0%]: invalid regex '
+    assert.matches(f .. ':7: services%[0%]%.host: cannot resolve "no%-such%-host%.invalid": ', out)
+    assert.matches(f .. ':9: services%[0%]%.routes%[0%]%.paths%[0%]: invalid regex '
       .. '"/broken/%(\\d%+": missing closing parenthesis', out)
   end)
 

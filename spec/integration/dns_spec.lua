@@ -151,6 +151,49 @@ describe("DNS", function()
     assert.equals(0, dns.queries("from-hosts.test", "A"))
   end)
 
+  it("lets set_target and sluice.redis take names too", function()
+    local redis = require("sluice.test").redis()
+    dns.set({ "backend.test A 127.0.0.2 60", "cache.test A 127.0.0.1 60" })
+    local yaml = fmt([[
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    routes:
+      - paths: ["/target"]
+        plugins:
+          - name: pre-function
+            config:
+              access:
+                - |
+                  local ok, err = sluice.service.set_target("Backend.test", %d)
+                  if not ok then return sluice.response.exit(502, { err = err }) end
+      - paths: ["/redis"]
+        plugins:
+          - name: pre-function
+            config:
+              access:
+                - |
+                  local red, err = sluice.redis.connect({ host = "cache.test", port = %d })
+                  if not red then return sluice.response.exit(502, { err = err }) end
+                  red:set("dns-spec", "seen")
+                  local v = red:get("dns-spec")
+                  red:set_keepalive()
+                  return sluice.response.exit(200, { value = v })
+]], a.port, redis.port)
+    s = helpers.start_sluice(yaml, { server = {
+      dns_resolver = { "127.0.0.1:" .. dns.port }, dns_hostsfile = hosts_dir .. "/hosts" } })
+    local status, _, body = helpers.curl(fmt("'http://127.0.0.1:%d/target'", s.port))
+    assert.equals(200, status, body)
+    local echo = helpers.json(body)
+    assert.equals("127.0.0.2", echo.addr)
+    -- The upstream is named in Host, not its address.
+    assert.equals("backend.test:" .. a.port, helpers.lower_headers(echo.headers).host)
+    status, _, body = helpers.curl(fmt("'http://127.0.0.1:%d/redis'", s.port))
+    assert.equals(200, status, body)
+    assert.same({ value = "seen" }, helpers.json(body))
+  end)
+
   it("refuses a dns_resolver that is not an address, naming the field", function()
     local dir = helpers.tmpdir()
     local file = dir .. "/bad.yaml"
