@@ -1589,6 +1589,28 @@ local function compile(r, doc, file)
     end
   end
 
+  -- Dicts a plugin in use declares (handler.SHARED_DICTS = { name = bytes }),
+  -- unless server.shared_dicts names them already: the user's size wins.
+  if type(server) == "table" and type(server.shared_dicts) == "table" then
+    local have, added = {}, false
+    for _, d in ipairs(server.shared_dicts) do
+      have[d.name] = true
+    end
+    for _, p in ipairs(out.plugins) do
+      local plugin = plugins.load(p.name)
+      local wanted = plugin and plugin.handler.SHARED_DICTS
+      for name, size in pairs(type(wanted) == "table" and wanted or {}) do
+        if not have[name] then
+          have[name], added = true, true
+          server.shared_dicts[#server.shared_dicts + 1] = { name = name, size = size }
+        end
+      end
+    end
+    if added then
+      tbl_sort(server.shared_dicts, function(a, b) return a.name < b.name end)
+    end
+  end
+
   for _, u in ipairs(out.upstreams) do
     u.keys, u.seen, u.index = nil, nil, nil
   end
