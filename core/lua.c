@@ -6,6 +6,7 @@
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "inproc.h"
 #include "log.h"
@@ -160,6 +161,13 @@ SL_EXPORT int sl_ffi_worker_id(int *count)
 SL_EXPORT int sl_ffi_worker_exiting(void)
 {
     return exiting;
+}
+
+SL_EXPORT double sl_ffi_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 int sl_lua_load_runtime(void)

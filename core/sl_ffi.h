@@ -196,6 +196,10 @@ SL_EXPORT int sl_ffi_worker_id(int *count);
 /* 1 once the worker is stopping (sluice.worker.exiting), else 0. */
 SL_EXPORT int sl_ffi_worker_exiting(void);
 
+/* The wall-clock time in seconds (sluice.now): CLOCK_REALTIME, the clock of
+ * sl_ffi_req_start_time, read at each call (a vDSO call, no syscall). */
+SL_EXPORT double sl_ffi_now(void);
+
 /* Writes one error-log line at level (0 error .. 4 debug) if enabled. */
 SL_EXPORT void sl_ffi_log(int level, const char *msg, size_t len);
 

@@ -1097,7 +1097,7 @@ local function dispatch(ctx, id)
 end
 
 local function wait_for(ctx, id)
-  local plugin, index, route = state.plugin, state.index, state.route
+  local plugin, index, route, entry = state.plugin, state.index, state.route, state.entry
   local t = ctx.thread_of[co_running()]
   if not t then
     -- the request's main coroutine
@@ -1112,7 +1112,7 @@ local function wait_for(ctx, id)
     ctx.waiters[id] = t
     co_yield()
   end
-  state.plugin, state.index, state.route = plugin, index, route
+  state.plugin, state.index, state.route, state.entry = plugin, index, route, entry
 end
 
 -- Called by the runner at the end of rewrite and access: the phase is over
@@ -1738,6 +1738,40 @@ function thread.wait_all(...)
   return out
 end
 
+-- sluice.plugin: about the running plugin instance.
+local plugin_ns = {}
+
+function plugin_ns.get_scope()
+  check(REQ_PHASES, "sluice.plugin.get_scope")
+  local e = state.entry
+  return e and e.scope
+end
+
+-- sluice.upstream: the state the upstream-protection plugins keep.
+local upstream = {}
+
+-- The circuit-breaker plugin's state for a service (and a route, for an
+-- instance attached to that route): { state, failures, requests, opened_at },
+-- or nil when no breaker has seen that service yet.
+function upstream.get_breaker(service_name, route_name)
+  if type(service_name) ~= "string" or service_name == "" then
+    arg_error(1, "get_breaker", "non-empty string", service_name)
+  end
+  if route_name ~= nil and type(route_name) ~= "string" then
+    arg_error(2, "get_breaker", "string", route_name)
+  end
+  local ok, breaker = pcall(require, "sluice.plugins.circuit-breaker.breaker")
+  if not ok then
+    return nil, "the circuit-breaker plugin is not available: " .. tostring(breaker)
+  end
+  return breaker.get(route_name and (route_name .. "@" .. service_name) or service_name)
+end
+
+-- The current wall-clock time in seconds, with sub-millisecond precision.
+local function now()
+  return C.sl_ffi_now()
+end
+
 local timer_mod = require("sluice.timer")
 
 -- sluice.router: the route and service the request matched (Kong's entity
@@ -1764,6 +1798,8 @@ _M.sluice = {
   router = router,
   response = response,
   service = service,
+  plugin = plugin_ns,
+  upstream = upstream,
   client = client,
   ctx = ctx_ns,
   log = log,
@@ -1771,6 +1807,7 @@ _M.sluice = {
   node = node,
   worker = worker,
   sleep = sleep,
+  now = now,
   thread = thread,
   http = http,
   redis = { connect = redis.connect, null = redis.null },

@@ -49,6 +49,22 @@ local in_use = {}
 -- Consumer ids that have an instance of their own on some route: id -> true.
 local consumer_scoped = {}
 
+-- Where an instance is attached, as sluice.plugin.get_scope returns it:
+-- "global", or "route", "service", "consumer" joined by "+" in that order.
+local function scope_of(inst)
+  local parts = {}
+  if inst.route then
+    parts[#parts + 1] = "route"
+  end
+  if inst.service then
+    parts[#parts + 1] = "service"
+  end
+  if inst.consumer then
+    parts[#parts + 1] = "consumer"
+  end
+  return #parts > 0 and table.concat(parts, "+") or "global"
+end
+
 -- A chain entry for a plugin instance in a phase, or nil when it has nothing
 -- to do there. A handler may say per config which phases it uses
 -- (handler.uses_phase(conf, name)), so an idle phase costs nothing.
@@ -62,7 +78,7 @@ local function entry(inst, phase)
     return nil
   end
   return { name = inst.name, handler = h, fn = fn, conf = inst.config,
-           priority = inst.priority, consumer = inst.consumer }
+           priority = inst.priority, consumer = inst.consumer, scope = scope_of(inst) }
 end
 
 -- Running order: higher priority first, then by name. Works on entries and
@@ -392,7 +408,7 @@ end
 -- and a loop that runs once per request is one LuaJIT cannot trace.
 local function run_chain(chain, i, n, phase, seq)
   local e = chain[i]
-  state.plugin, state.index = e.name, i
+  state.plugin, state.index, state.entry = e.name, i, e
   e.fn(e.handler, e.conf)
   if phase <= ACCESS then
     local ctx = contexts[seq]
