@@ -21,6 +21,7 @@ local runner = require("sluice.runner")
 local pdk = require("sluice.pdk")
 local inproc = require("sluice.inproc")
 local cjson = require("cjson.safe")
+local ffi = require("ffi")
 
 local type = type
 local pairs = pairs
@@ -136,6 +137,20 @@ end
 -- request goes through: by default http://127.0.0.1:8080 and paths "/"),
 -- trusted_ips = { cidr, ... } }. The plugin's init_worker and configure run
 -- once, as in a worker. Raises on an unknown plugin or an invalid config.
+-- Creates, in this process, the shared dicts a config names that do not
+-- exist yet (a plugin's SHARED_DICTS among them), as the master would. They
+-- live as long as the process: their entries outlive a t.plugin object.
+local function open_dicts(dicts)
+  local shared = require("sluice.shared")
+  local out, err = ffi.new("sl_shdict_t *[1]"), ffi.new("const char *[1]")
+  for _, d in ipairs(dicts or {}) do
+    if not shared[d.name] and ffi.C.sl_ffi_shdict_open(d.name, #d.name, d.size, out, err) ~= 0 then
+      error("t.plugin: cannot create the shared dict '" .. d.name .. "': "
+        .. ffi.string(err[0]), 3)
+    end
+  end
+end
+
 function _M.new(name, conf, opts)
   if type(name) ~= "string" then
     arg_error(1, "plugin", "string", name)
@@ -174,6 +189,7 @@ function _M.new(name, conf, opts)
   if not cfg then
     error("t.plugin: " .. text, 2)
   end
+  open_dicts(cfg.server.shared_dicts)
   local info, used = runner.add(cfg)
   local handle = inproc.new(cfg, info)
   for pname, u in pairs(used) do
