@@ -30,7 +30,8 @@ local _M = {
 }
 
 -- Per worker: the dict's key names of each breaker, made once:
--- key -> { s =, o =, p =, w =, r =, f =, bucket = the last bucket that wrote w }.
+-- key -> { s =, o =, p =, w =, r =, f =, bucket = the current bucket's number,
+-- rb =, fb = its r: and f: names }.
 local names = {}
 
 local function names_of(key)
@@ -138,18 +139,19 @@ function _M.report(key, conf, now, failed, probe, label, outcome)
     end
     return
   end
-  -- The window's shape, for get(): rewritten once per bucket per worker and
-  -- on each failure, so that neither eviction nor a flush loses it for long.
+  -- The bucket's key names are made once per bucket per worker, so that a
+  -- request makes no string. The window's shape, for get(), is rewritten
+  -- then and on each failure: neither eviction nor a flush loses it for long.
   if n.bucket ~= b or failed then
-    n.bucket = b
+    n.bucket, n.rb, n.fb = b, n.r .. b, n.f .. b
     d:set(n.w, ms .. " " .. conf.window_buckets)
   end
   local ttl = (conf.window + ms) / 1000
-  d:incr(n.r .. b, 1, 0, ttl)
+  d:incr(n.rb, 1, 0, ttl)
   if not failed then
     return
   end
-  d:incr(n.f .. b, 1, 0, ttl)
+  d:incr(n.fb, 1, 0, ttl)
   if d:get(n.s) ~= nil then
     return
   end
