@@ -33,8 +33,10 @@ local probing = {}
 -- Per config: the static fallback's headers, with X-Sluice-Fallback.
 local static_headers = setmetatable({}, { __mode = "k" })
 
+-- A service without a name has an id: the config's, or one derived from
+-- its place in the file.
 local function service_name(s)
-  return s.name or s.id or (s.host .. ":" .. s.port)
+  return s.name or s.id
 end
 
 -- The breaker this request goes through: the service's, or the route's for
