@@ -69,7 +69,7 @@ end
 
 -- What to do with a request at time now (ms): PASS (closed), PROBE (the one
 -- request a half-open breaker lets through; the caller must report it) or
--- REJECT (open).
+-- REJECT (open), with the ms until a probe may go (0: one is in flight).
 function _M.check(key, conf, now, label)
   local d = dict()
   local n = names_of(key)
@@ -79,8 +79,11 @@ function _M.check(key, conf, now, label)
   end
   if st == OPEN then
     local opened = d:get(n.o)
-    if not opened or now < opened + conf.reset_timeout then
-      return _M.REJECT
+    if not opened then
+      return _M.REJECT, conf.reset_timeout
+    end
+    if now < opened + conf.reset_timeout then
+      return _M.REJECT, opened + conf.reset_timeout - now
     end
   end
   -- Open for reset_timeout already, or half-open: one probe at a time,
@@ -88,7 +91,7 @@ function _M.check(key, conf, now, label)
   -- never reports (its worker died) by the probe's longest possible time.
   local lease = (conf.timeout > 0 and conf.timeout or conf.reset_timeout) / 1000 + 1
   if not d:add(n.p, true, lease) then
-    return _M.REJECT
+    return _M.REJECT, 0
   end
   -- A probe that failed since we read the state re-opened it: respect that.
   st = d:get(n.s)
@@ -96,7 +99,7 @@ function _M.check(key, conf, now, label)
     local opened = d:get(n.o)
     if not opened or now < opened + conf.reset_timeout then
       d:delete(n.p)
-      return _M.REJECT
+      return _M.REJECT, opened and opened + conf.reset_timeout - now or conf.reset_timeout
     end
     d:set(n.s, HALF_OPEN)
     sluice.log.warn(label, ": open -> half_open after ", conf.reset_timeout,

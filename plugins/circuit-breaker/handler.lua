@@ -3,6 +3,7 @@ local breaker = require("sluice.plugins.circuit-breaker.breaker")
 
 local sluice = sluice
 
+local math_ceil = math.ceil
 local math_min = math.min
 local setmetatable = setmetatable
 local str_find = string.find
@@ -88,8 +89,8 @@ local function cache_key(b, fallback)
   return tbl_concat(parts)
 end
 
--- The answer while the breaker is open.
-local function reject(conf, b)
+-- The answer while the breaker is open; wait_ms: until the next probe may go.
+local function reject(conf, b, wait_ms)
   local fallback = conf.fallback
   if fallback then
     if fallback.cached then
@@ -114,7 +115,10 @@ local function reject(conf, b)
       return sluice.response.exit(fallback.status, fallback.body, headers)
     end
   end
-  return sluice.response.exit(503, { error = OPEN_BODY_ERROR, service = b.name })
+  -- Retry-After in whole seconds, at least 1: when a probe may have closed it.
+  local retry = math_ceil(wait_ms / 1000)
+  return sluice.response.exit(503, { error = OPEN_BODY_ERROR, service = b.name },
+    { ["Retry-After"] = retry > 0 and retry or 1 })
 end
 
 function CircuitBreaker.uses_phase(conf, phase)
@@ -129,9 +133,9 @@ function CircuitBreaker.access(_, conf)
   if not b then
     return
   end
-  local verdict = breaker.check(b.key, conf, sluice.now() * 1000, b.label)
+  local verdict, wait_ms = breaker.check(b.key, conf, sluice.now() * 1000, b.label)
   if verdict == REJECT then
-    return reject(conf, b)
+    return reject(conf, b, wait_ms)
   end
   if verdict == PROBE then
     probing[b.key] = true

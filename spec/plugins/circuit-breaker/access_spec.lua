@@ -66,6 +66,9 @@ describe("plugin: circuit-breaker (access)", function()
     assert.is_nil(res.upstream)
     assert.same({ error = "Service temporarily unavailable", service = "orders" },
       cjson.decode(res.body))
+    -- reset_timeout is 60 s.
+    local retry = tonumber(res.headers["retry-after"])
+    assert.is_true(retry > 55 and retry <= 60, tostring(retry))
     assert.is_nil(sluice.upstream.get_breaker("t-plugin"))
     assert.equal("open", sluice.upstream.get_breaker("orders").state)
   end)
@@ -121,5 +124,12 @@ describe("plugin: circuit-breaker (access)", function()
     assert.equal("static", res.headers["x-sluice-fallback"])
     res = p:run({ method = "POST", path = "/post" })
     assert.equal("static", res.body)
+  end)
+
+  it("get_breaker names its bad arguments", function()
+    assert.has_error(function() sluice.upstream.get_breaker() end,
+      "bad argument #1 to 'get_breaker' (non-empty string expected, got nil)")
+    assert.has_error(function() sluice.upstream.get_breaker("orders", 7) end,
+      "bad argument #2 to 'get_breaker' (string expected, got number)")
   end)
 end)
