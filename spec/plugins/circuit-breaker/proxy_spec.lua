@@ -6,7 +6,7 @@ local cjson = require("cjson")
 local fmt = string.format
 
 -- /api answers as the file MODE says: "ok" (200 JSON), "fail" (500),
--- "slow" (200 after 0.6 s), "slowfail" (500 after 0.6 s).
+-- "slow" (200 after 0.6 s), "slower" (200 after 2 s).
 local function upstream(mode_file)
   return helpers.start_upstream({ locations = fmt([[
     location /api {
@@ -14,8 +14,9 @@ local function upstream(mode_file)
         local f = io.open("%s")
         local mode = f and f:read("*l") or "ok"
         if f then f:close() end
-        if mode == "slow" or mode == "slowfail" then ngx.sleep(0.6) end
-        if mode == "fail" or mode == "slowfail" then
+        if mode == "slow" then ngx.sleep(0.6) end
+        if mode == "slower" then ngx.sleep(2) end
+        if mode == "fail" then
           ngx.status = 500
           ngx.say("boom")
           return
@@ -396,7 +397,7 @@ services:
     end)
 
     it("lets exactly one probe through across workers, however many ask at once", function()
-      mode("slow") -- the probe takes 0.6 s: everyone else asks meanwhile
+      mode("slower") -- the probe takes 2 s: everyone else asks meanwhile
       helpers.sleep(1.1)
       local before = upstream_hits(up, "/api/d")
       local statuses = concurrent(s, "/api/d", 20)
