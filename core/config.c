@@ -409,6 +409,125 @@ static void get_hash_key(loader_t *ld, int e, const char *from_field, const char
         k->from = SL_KEY_NONE; /* unreachable after config.lua's checks */
 }
 
+/* Reads the status list k of the table at t into a bit set. */
+static void get_statuses(loader_t *ld, int t, const char *k, sl_statuses_t *out)
+{
+    size_t n;
+    int l;
+    memset(out, 0, sizeof(*out));
+    push_list(ld, t, k, &n, &l);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(ld->L, l, (int)i);
+        int status = (int)lua_tointeger(ld->L, -1);
+        if (status > 0 && status < 1024)
+            out->bits[status >> 6] |= (uint64_t)1 << (status & 63);
+        lua_pop(ld->L, 1);
+    }
+    lua_pop(ld->L, 1);
+}
+
+/* Reads a `healthy` + `unhealthy` pair of Kong's rules under the table at t. */
+static void get_health_rules(loader_t *ld, int t, sl_health_rules_t *r, int *healthy_interval,
+                             int *unhealthy_interval)
+{
+    size_t n;
+    int h, u;
+    push_list(ld, t, "healthy", &n, &h);
+    get_statuses(ld, h, "http_statuses", &r->healthy_statuses);
+    r->successes = (int)get_num(ld, h, "successes", 0);
+    if (healthy_interval != NULL)
+        *healthy_interval = (int)(get_num(ld, h, "interval", 0) * 1000);
+    push_list(ld, t, "unhealthy", &n, &u);
+    get_statuses(ld, u, "http_statuses", &r->unhealthy_statuses);
+    r->http_failures = (int)get_num(ld, u, "http_failures", 0);
+    r->tcp_failures = (int)get_num(ld, u, "tcp_failures", 0);
+    r->timeouts = (int)get_num(ld, u, "timeouts", 0);
+    if (unhealthy_interval != NULL)
+        *unhealthy_interval = (int)(get_num(ld, u, "interval", 0) * 1000);
+    lua_pop(ld->L, 2);
+}
+
+/* Joins the probe headers (a map of name to list of values) into
+ * "Name: value\r\n" lines in the arena; NULL when there are none. Two passes:
+ * the length, then the text. */
+static char *get_probe_headers(loader_t *ld, int t)
+{
+    lua_State *L = ld->L;
+    char *out = NULL, *o = NULL;
+    lua_getfield(L, t, "headers");
+    int m = lua_gettop(L);
+    for (int pass = 0; pass < 2 && lua_istable(L, m); pass++) {
+        size_t total = 0;
+        lua_pushnil(L);
+        while (lua_next(L, m) != 0) {
+            size_t nlen, vlen;
+            const char *name = lua_tolstring(L, -2, &nlen);
+            size_t nv = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+            for (size_t i = 1; i <= nv && name != NULL; i++) {
+                lua_rawgeti(L, -1, (int)i);
+                const char *v = lua_tolstring(L, -1, &vlen);
+                if (v != NULL && o != NULL) {
+                    memcpy(o, name, nlen);
+                    o += nlen;
+                    memcpy(o, ": ", 2);
+                    memcpy(o + 2, v, vlen);
+                    memcpy(o + 2 + vlen, "\r\n", 2);
+                    o += vlen + 4;
+                }
+                total += v != NULL ? nlen + vlen + 4 : 0;
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+        if (pass == 0) {
+            if (total == 0)
+                break;
+            out = o = alloc(ld, total + 1);
+        } else {
+            *o = '\0';
+        }
+    }
+    lua_settop(L, m - 1);
+    return out;
+}
+
+/* Reads an upstream's healthchecks block (config.lua filled in Kong's
+ * defaults and checked the ranges). */
+static void get_healthchecks(loader_t *ld, int e, sl_healthchecks_t *hc)
+{
+    size_t n;
+    int t, a, p, o;
+    push_list(ld, e, "healthchecks", &n, &t);
+    push_list(ld, t, "active", &n, &a);
+    char *type = get_str(ld, a, "type", NULL);
+    hc->active_type = type != NULL && strcmp(type, "tcp") == 0 ? SL_CHECK_TCP : SL_CHECK_HTTP;
+    hc->http_path = get_str(ld, a, "http_path", NULL);
+    if (hc->http_path == NULL)
+        hc->http_path = copy(ld, "/", 1);
+    hc->headers = get_probe_headers(ld, a);
+    hc->timeout = (int)(get_num(ld, a, "timeout", 1) * 1000);
+    hc->concurrency = (int)get_num(ld, a, "concurrency", 10);
+    get_health_rules(ld, a, &hc->active, &hc->healthy_interval, &hc->unhealthy_interval);
+    push_list(ld, t, "passive", &n, &p);
+    type = get_str(ld, p, "type", NULL);
+    hc->passive_type = type != NULL && strcmp(type, "tcp") == 0 ? SL_CHECK_TCP : SL_CHECK_HTTP;
+    get_health_rules(ld, p, &hc->passive, NULL, NULL);
+    push_list(ld, t, "outlier", &n, &o);
+    hc->consecutive_5xx = (int)get_num(ld, o, "consecutive_5xx", 0);
+    hc->consecutive_gateway_failure = (int)get_num(ld, o, "consecutive_gateway_failure", 0);
+    hc->base_ejection_time = (int)(get_num(ld, o, "base_ejection_time", 30) * 1000);
+    hc->max_ejection_time = (int)(get_num(ld, o, "max_ejection_time", 300) * 1000);
+    hc->max_ejection_percent = (int)get_num(ld, o, "max_ejection_percent", 10);
+    hc->threshold = get_num(ld, t, "threshold", 0);
+    lua_pop(ld->L, 4);
+
+    int active = hc->healthy_interval > 0 || hc->unhealthy_interval > 0;
+    int passive =
+        hc->passive.http_failures > 0 || hc->passive.tcp_failures > 0 || hc->passive.timeouts > 0;
+    int outlier = hc->consecutive_5xx > 0 || hc->consecutive_gateway_failure > 0;
+    hc->enabled = active || passive || outlier;
+}
+
 static void compile_upstreams(loader_t *ld, int t)
 {
     size_t n, nt;
@@ -428,6 +547,7 @@ static void compile_upstreams(loader_t *ld, int t)
         get_hash_key(ld, e, "hash_on", "hash_on_name", &u->hash_on);
         get_hash_key(ld, e, "hash_fallback", "hash_fallback_name", &u->hash_fallback);
         u->hash_cookie_path = get_str(ld, e, "hash_on_cookie_path", NULL);
+        get_healthchecks(ld, e, &u->health);
         size_t cap = 0;
         push_list(ld, e, "targets", &nt, &tl);
         for (size_t j = 1; j <= nt; j++) {

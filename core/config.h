@@ -56,6 +56,51 @@ typedef struct {
     size_t name_len;
 } sl_hash_key_t;
 
+/* A set of HTTP statuses, one bit per status 100..999. */
+typedef struct {
+    uint64_t bits[16];
+} sl_statuses_t;
+
+static inline int sl_statuses_has(const sl_statuses_t *s, int status)
+{
+    return status >= 0 && status < 1024 && (s->bits[status >> 6] >> (status & 63)) & 1;
+}
+
+/* What makes a target unhealthy or healthy again; a count of 0 disables it. */
+typedef struct {
+    sl_statuses_t healthy_statuses;
+    sl_statuses_t unhealthy_statuses;
+    int successes;
+    int http_failures;
+    int tcp_failures;
+    int timeouts;
+} sl_health_rules_t;
+
+enum { SL_CHECK_HTTP = 0, SL_CHECK_TCP };
+
+/* Kong's healthchecks block plus Envoy's outlier ejection (docs/upstreams.md).
+ * Times are in milliseconds. */
+typedef struct {
+    int enabled;     /* any active, passive or outlier check runs */
+    int active_type; /* SL_CHECK_* */
+    char *http_path;
+    char *headers; /* "Name: value\r\n" lines, or NULL */
+    int timeout;
+    int concurrency;
+    int healthy_interval;   /* 0: healthy targets are not probed */
+    int unhealthy_interval; /* 0: unhealthy targets are not probed */
+    sl_health_rules_t active;
+    int passive_type; /* SL_CHECK_* */
+    sl_health_rules_t passive;
+    int consecutive_5xx;             /* 0: off */
+    int consecutive_gateway_failure; /* 0: off */
+    int base_ejection_time;
+    int max_ejection_time;
+    int max_ejection_percent;
+    double threshold; /* % of the weight that must be healthy; 0: off */
+    int total_weight; /* of the targets, set by sl_health_create */
+} sl_healthchecks_t;
+
 struct sl_upstream_s {
     char *name;
     int algorithm;     /* SL_LB_* */
@@ -69,6 +114,9 @@ struct sl_upstream_s {
     sl_hash_key_t hash_on;       /* the key; from SL_KEY_NONE: no hashing */
     sl_hash_key_t hash_fallback; /* when the request has no hash_on key */
     char *hash_cookie_path;      /* Path of the cookie sluice sets for SL_KEY_COOKIE */
+
+    sl_healthchecks_t health;
+    size_t health_base; /* first slot of its targets in the shared health state */
 };
 
 enum { SL_PROTO_HTTP = 0, SL_PROTO_HTTPS = 1 };

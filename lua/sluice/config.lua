@@ -506,30 +506,102 @@ local function plugin_list(where)
            elements = { type = "record", fields = fields } }
 end
 
--- Healthchecks are refused when any check would run: Kong's own exports carry
--- a block whose checks are all off, and that one changes nothing.
-local function check_healthchecks(hc)
-  if type(hc) ~= "table" then
-    return nil, "expected a mapping, got " .. describe(hc)
-  end
-  local function positive(t, ...)
-    for _, k in ipairs({ ... }) do
-      if type(t) ~= "table" then
-        return false
-      end
-      t = t[k]
-    end
-    return type(t) == "number" and t > 0
-  end
-  if positive(hc, "active", "healthy", "interval")
-      or positive(hc, "active", "unhealthy", "interval")
-      or positive(hc, "passive", "unhealthy", "http_failures")
-      or positive(hc, "passive", "unhealthy", "tcp_failures")
-      or positive(hc, "passive", "unhealthy", "timeouts") then
-    return nil, "healthchecks are not supported yet (health checking comes in a later release)"
-  end
-  return true
+-- Health checks: Kong's `healthchecks` block with Kong's defaults, plus
+-- Envoy's outlier ejection under `outlier` (docs/upstreams.md#health-checks).
+local function statuses(default, what)
+  return { type = "array", default = default, len_max = 32,
+           elements = { type = "integer", between = { 100, 999 } },
+           description = what }
 end
+
+local function counter(what)
+  return { type = "integer", default = 0, between = { 0, 255 }, description = what }
+end
+
+local function seconds(default, max, what)
+  return { type = "number", default = default, between = { 0, max }, description = what }
+end
+
+local HEALTHCHECKS = {
+  type = "record",
+  default = {},
+  description = "Active and passive health checks and outlier ejection.",
+  fields = {
+    { active = { type = "record", default = {}, description = "Probes sluice sends itself.",
+      fields = {
+        { type = { type = "string", default = "http", one_of = { "http", "https", "tcp" },
+                   custom = function(v)
+                     return v ~= "https" or nil, "type https is not supported yet: "
+                       .. "upstream TLS comes in a later release (use http or tcp)"
+                   end,
+                   description = "http: a GET of http_path; tcp: a connect." } },
+        { http_path = { type = "string", default = "/", starts_with = "/", len_max = 1024,
+                        match_none = { { pattern = "[%c ]", err = "must not contain spaces "
+                                         .. "or control characters" } },
+                        description = "The path probed." } },
+        { timeout = seconds(1, 65535, "Seconds a probe may take.") },
+        { concurrency = { type = "integer", default = 10, between = { 1, 65535 },
+                          description = "Probes in flight at once, per upstream." } },
+        { headers = { type = "map",
+                      keys = { type = "string", len_min = 1, match = "^[!#$%%&'*+.^_`|~%w-]+$" },
+                      values = { type = "array", elements = {
+                        type = "string",
+                        match_none = { { pattern = "[\r\n%z]",
+                                         err = "must not contain CR, LF or NUL" } } } },
+                      description = "Headers sent with each probe." } },
+        { https_verify_certificate = { type = "boolean", default = true,
+                                       description = "Accepted; https probes do not exist yet." } },
+        { https_sni = { type = "string",
+                        description = "Accepted; https probes do not exist yet." } },
+        { healthy = { type = "record", default = {}, fields = {
+          { interval = seconds(0, 65535, "Seconds between probes of a healthy target; 0: none.") },
+          { http_statuses = statuses({ 200, 302 }, "Statuses that count as a success.") },
+          { successes = counter("Successes that make an unhealthy target healthy.") },
+        } } },
+        { unhealthy = { type = "record", default = {}, fields = {
+          { interval = seconds(0, 65535, "Seconds between probes of an unhealthy target; "
+            .. "0: none.") },
+          { http_statuses = statuses({ 429, 404, 500, 501, 502, 503, 504, 505 },
+                                     "Statuses that count as a failure.") },
+          { http_failures = counter("Failed statuses that make a target unhealthy.") },
+          { tcp_failures = counter("Connect or read errors that make a target unhealthy.") },
+          { timeouts = counter("Timeouts that make a target unhealthy.") },
+        } } },
+      } } },
+    { passive = { type = "record", default = {}, description = "Checks of real traffic.",
+      fields = {
+        { type = { type = "string", default = "http", one_of = { "http", "https", "tcp" },
+                   description = "http: statuses count; tcp: only connect errors." } },
+        { healthy = { type = "record", default = {}, fields = {
+          { http_statuses = statuses({ 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300,
+                                       301, 302, 303, 304, 305, 306, 307, 308 },
+                                     "Statuses that count as a success.") },
+          { successes = counter("Successes that make an unhealthy target healthy.") },
+        } } },
+        { unhealthy = { type = "record", default = {}, fields = {
+          { http_statuses = statuses({ 429, 500, 503 }, "Statuses that count as a failure.") },
+          { http_failures = counter("Failed statuses that make a target unhealthy.") },
+          { tcp_failures = counter("Connect or read errors that make a target unhealthy.") },
+          { timeouts = counter("Timeouts that make a target unhealthy.") },
+        } } },
+      } } },
+    { outlier = { type = "record", default = {},
+      description = "Envoy's outlier ejection, counted on real traffic.",
+      fields = {
+        { consecutive_5xx = counter("Consecutive 5xx answers (or connect errors) that eject.") },
+        { consecutive_gateway_failure = counter("Consecutive 502, 503, 504 or connect errors "
+          .. "that eject.") },
+        { base_ejection_time = seconds(30, 86400, "Seconds of the first ejection; the n-th "
+          .. "lasts n times this.") },
+        { max_ejection_time = seconds(300, 86400, "Cap of the ejection time, in seconds.") },
+        { max_ejection_percent = { type = "integer", default = 10, between = { 0, 100 },
+                                   description = "Most targets ejected at once, in % "
+                                     .. "(at least one)." } },
+      } } },
+    { threshold = { type = "number", default = 0, between = { 0, 100 },
+                    description = "Below this % of healthy weight the upstream answers 503." } },
+  },
+}
 
 local function lower(s)
   return str_lower(s)
@@ -910,8 +982,7 @@ local upstream_schema = {
       .. "(hash_fallback: uri_capture).") },
     { slots = { type = "integer", default = 10000, between = { 10, 65536 },
                 description = "consistent-hashing: points on the ring, shared out by weight." } },
-    { healthchecks = { type = "any", custom = check_healthchecks,
-                       description = "Accepted only with every check disabled." } },
+    { healthchecks = HEALTHCHECKS },
     { host_header = { type = "string", custom = function(v)
                         local host, err = split_host_port(v)
                         if not host then
@@ -1270,6 +1341,7 @@ local function compile(r, doc, file)
                       hash_on_name = u[HASH_ON_NAME[u.hash_on or ""] or ""],
                       hash_fallback_name = u[HASH_FALLBACK_NAME[u.hash_fallback or ""] or ""],
                       hash_on_cookie_path = u.hash_on_cookie_path,
+                      healthchecks = u.healthchecks,
                       targets = {}, keys = keys, seen = {} }
       out.upstreams[#out.upstreams + 1] = entry
       entry.index = #out.upstreams
