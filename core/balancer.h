@@ -55,6 +55,21 @@ extern const sl_balancer_ops_t sl_balancer_least_conn;
 extern const sl_balancer_ops_t sl_balancer_hash;
 extern const sl_balancer_ops_t sl_balancer_latency;
 
+/* Returns whether peer i may be picked for ctx: weight above 0, not tried
+ * yet, and neither unhealthy nor ejected (one relaxed atomic load, and none
+ * at all for an upstream without health checks). Every algorithm filters its
+ * candidates through this. */
+static inline int sl_balancer_usable(const sl_upstream_state_t *ups, const sl_balancer_ctx_t *ctx,
+                                     size_t i)
+{
+    const sl_peer_t *p = &ups->peers[i];
+    if (p->conf->weight <= 0)
+        return 0;
+    if (i < SL_BALANCER_MAX_TRIED && (ctx->tried & ((uint64_t)1 << i)))
+        return 0;
+    return sl_health_usable(p->health);
+}
+
 /* Returns the SL_LB_* id of the algorithm Kong calls name, or -1. */
 int sl_balancer_find(const char *name);
 

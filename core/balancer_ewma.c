@@ -68,7 +68,9 @@ static double decayed(const peer_cost_t *p, double now)
 }
 
 /* Picks a usable peer at random with probability proportional to weight,
- * leaving out `except`; -1 when there is none. O(peers). */
+ * leaving out `except`; -1 when there is none. O(peers). A target whose
+ * health changed since `total` was summed can leave r unspent: the last
+ * usable peer seen then takes the pick. */
 static int pick(ewma_t *e, const sl_balancer_ctx_t *ctx, long total, int except)
 {
     sl_upstream_state_t *ups = e->base.ups;
@@ -77,17 +79,17 @@ static int pick(ewma_t *e, const sl_balancer_ctx_t *ctx, long total, int except)
     if (total <= 0)
         return -1;
     long r = (long)(next_random(e) % (uint64_t)total);
+    int last = -1;
     for (size_t i = 0; i < ups->npeers; i++) {
+        if ((int)i == except || !sl_balancer_usable(ups, ctx, i))
+            continue;
         int weight = ups->peers[i].conf->weight;
-        if (weight <= 0 || (int)i == except)
-            continue;
-        if (i < SL_BALANCER_MAX_TRIED && (ctx->tried & ((uint64_t)1 << i)))
-            continue;
         if (r < weight)
             return (int)i;
         r -= weight;
+        last = (int)i;
     }
-    return -1;
+    return last;
 }
 
 /* Power of two choices: two distinct candidates drawn by weight, and the
@@ -102,10 +104,8 @@ static int ewma_select(sl_balancer_t *b, sl_balancer_ctx_t *ctx)
     long total = 0;
 
     for (size_t i = 0; i < ups->npeers; i++) {
-        int weight = ups->peers[i].conf->weight;
-        if (weight <= 0 || (i < SL_BALANCER_MAX_TRIED && (ctx->tried & ((uint64_t)1 << i))))
-            continue;
-        total += weight;
+        if (sl_balancer_usable(ups, ctx, i))
+            total += ups->peers[i].conf->weight;
     }
     int a = pick(e, ctx, total, -1);
     if (a < 0)

@@ -108,7 +108,8 @@ static int hash_select(sl_balancer_t *b, sl_balancer_ctx_t *ctx)
         uint32_t p = hb->ring[s];
         if (p == NO_PEER)
             continue;
-        if (p >= SL_BALANCER_MAX_TRIED || !(ctx->tried & ((uint64_t)1 << p)))
+        if ((p >= SL_BALANCER_MAX_TRIED || !(ctx->tried & ((uint64_t)1 << p))) &&
+            sl_health_usable(b->ups->peers[p].health))
             return (int)p;
     }
     return -1;

@@ -30,13 +30,6 @@ static sl_balancer_t *lc_create(sl_upstream_state_t *ups)
     return &lc->base;
 }
 
-static int usable(const sl_upstream_state_t *ups, const sl_balancer_ctx_t *ctx, size_t i)
-{
-    if (ups->peers[i].conf->weight <= 0)
-        return 0;
-    return i >= SL_BALANCER_MAX_TRIED || !(ctx->tried & ((uint64_t)1 << i));
-}
-
 /* The peer with the fewest active requests per unit of weight wins
  * (active_a / weight_a < active_b / weight_b, compared without division).
  * Peers that tie share the pick by smooth weighted round-robin, as nginx's
@@ -50,7 +43,7 @@ static int lc_select(sl_balancer_t *b, sl_balancer_ctx_t *ctx)
     int best = -1, ties = 0;
 
     for (size_t i = 0; i < ups->npeers; i++) {
-        if (!usable(ups, ctx, i))
+        if (!sl_balancer_usable(ups, ctx, i))
             continue;
         if (best < 0) {
             best = (int)i;
@@ -73,7 +66,7 @@ static int lc_select(sl_balancer_t *b, sl_balancer_ctx_t *ctx)
         int first = best, total = 0;
         best = -1;
         for (size_t i = (size_t)first; i < ups->npeers; i++) {
-            if (!usable(ups, ctx, i))
+            if (!sl_balancer_usable(ups, ctx, i))
                 continue;
             int weight = ups->peers[i].conf->weight;
             if ((long)lc->active[i] * ups->peers[first].conf->weight !=

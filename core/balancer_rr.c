@@ -34,11 +34,9 @@ static int rr_select(sl_balancer_t *b, sl_balancer_ctx_t *ctx)
     int best = -1, total = 0;
 
     for (size_t i = 0; i < ups->npeers; i++) {
+        if (!sl_balancer_usable(ups, ctx, i))
+            continue;
         int weight = ups->peers[i].conf->weight;
-        if (weight <= 0)
-            continue;
-        if (i < SL_BALANCER_MAX_TRIED && (ctx->tried & ((uint64_t)1 << i)))
-            continue;
         rr->current[i] += weight;
         total += weight;
         if (best < 0 || rr->current[i] > rr->current[best])

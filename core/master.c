@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "log.h"
 #include "shdict.h"
 #include "worker.h"
@@ -179,6 +180,9 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
             goto done;
         }
     }
+    /* So is the health state, so that every worker sees the same targets down. */
+    if (sl_health_create(cf) != SL_OK)
+        goto done;
     for (int i = 0; i < nsets; i++) {
         fds[i] = malloc((nl ? nl : 1) * sizeof(int));
         if (fds[i] == NULL)
@@ -321,6 +325,7 @@ done:
     free(fds);
     free(slots);
     sl_shdict_destroy_all();
+    sl_health_destroy();
     sl_config_free(cf);
     return rc;
 }

@@ -26,8 +26,10 @@ sl_upstream_state_t *sl_upstreams_create(const sl_config_t *cf)
             goto failed;
         for (size_t j = 0; j < conf->ntargets; j++) {
             ups[i].peers[j].conf = &conf->targets[j];
+            ups[i].peers[j].health = sl_health_target(conf, j);
             sl_queue_init(&ups[i].peers[j].idle);
         }
+        ups[i].health = sl_health_upstream(conf);
         ups[i].balancer = sl_balancer_create(&ups[i]);
         if (ups[i].balancer == NULL)
             goto failed;

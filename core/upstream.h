@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "health.h"
 
 typedef struct sl_balancer_s sl_balancer_t;
 typedef struct sl_upconn_s sl_upconn_t;
@@ -15,7 +16,8 @@ typedef struct {
     const sl_target_t *conf;
     sl_queue_t idle; /* pooled connections, most recently used first */
     int nidle;
-    int active; /* connections serving a request now */
+    int active;                 /* connections serving a request now */
+    sl_health_target_t *health; /* shared health state; NULL when the upstream has no checks */
 } sl_peer_t;
 
 /* Per-worker state of one upstream. */
@@ -24,6 +26,7 @@ typedef struct {
     sl_peer_t *peers; /* one per target, same order */
     size_t npeers;
     sl_balancer_t *balancer;
+    sl_health_upstream_t *health; /* shared totals; NULL when the upstream has no checks */
 } sl_upstream_state_t;
 
 struct sl_upconn_s {

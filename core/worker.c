@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "log.h"
 #include "proxy.h"
 #include "resolver.h"
@@ -97,6 +98,7 @@ static void graceful_stop(sl_worker_t *w)
         return;
     w->shutting_down = 1;
     stop_listening(w);
+    sl_health_stop(w);
     sl_upstreams_close_idle(w->ups, w->nups);
     sl_adhoc_peers_close_idle(w);
     if (w->cf->L != NULL) {
@@ -223,6 +225,10 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
         ev_signal_start(w->loop, sigs[i]);
         ev_unref(w->loop);
     }
+    if (sl_health_start(w) != SL_OK) {
+        sl_log(SL_LOG_ERR, "out of memory starting the health checks");
+        goto done;
+    }
 
     SL_LOG(SL_LOG_INFO, "worker %d started", id);
     ev_run(w->loop, 0);
@@ -233,6 +239,7 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
     rc = 0;
 done:
     stop_listening(w);
+    sl_health_stop(w);
     sl_resolver_close();
     sl_upstreams_destroy(w->ups, w->nups);
     sl_adhoc_peers_destroy(w);
