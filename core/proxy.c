@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 
 #include "balancer_key.h"
+#include "health.h"
 #include "log.h"
 #include "sl_ffi.h"
 #include "sl_lua.h"
@@ -1175,6 +1176,17 @@ static const char *fail_reason(int why)
     }
 }
 
+/* Tells the passive checks how a try on a balanced target ended; upstreams
+ * without checks (peer->health NULL) pay one test. */
+static void report_health(sl_request_t *req, int why)
+{
+    if (req->peer_index < 0 || req->peer == NULL || req->peer->health == NULL)
+        return;
+    int timeout = why == UF_CONNECT_TIMEOUT || why == UF_READ_TIMEOUT || why == UF_WRITE_TIMEOUT;
+    sl_health_report(req->ups->conf, (size_t)req->peer_index, SL_HEALTH_PASSIVE,
+                     timeout ? SL_HEALTH_TIMEOUT : SL_HEALTH_TCP_ERROR, 0, sl_health_now());
+}
+
 static int upstream_fail(sl_request_t *req, int why, int err)
 {
     sl_conn_t *c = req->c;
@@ -1194,6 +1206,11 @@ static int upstream_fail(sl_request_t *req, int why, int err)
             /* A pooled connection the upstream had closed: one free retry on a
              * fresh connection, as the request was never processed. */
             retry = free_retry = 1;
+        } else if (idempotent && (why == UF_RESET || why == UF_WRITE)) {
+            /* The target went away mid-request (killed, restarted) before any
+             * of its answer: an idempotent request may run again elsewhere,
+             * as nginx's proxy_next_upstream error (Kong's) does. */
+            retry = req->tries <= retries(req);
         }
     }
     /* A try that is retried is worth an info line; a failure the client sees,
@@ -1207,6 +1224,8 @@ static int upstream_fail(sl_request_t *req, int why, int err)
         sl_upconn_close(u);
         req->up = NULL;
     }
+    if (!free_retry)
+        report_health(req, why);
     release_peer(req, free_retry ? SL_BALANCER_ABORTED : SL_BALANCER_FAILED);
     if (req->state == RQ_RESPONDING) {
         /* Part of the response is out: the client can only see a cut connection. */
@@ -1255,6 +1274,14 @@ static int connect_upstream(sl_request_t *req)
             }
             req->tries++;
         } else {
+            if (req->tries == 0 && ups->health != NULL && !sl_health_upstream_ok(ups->conf)) {
+                /* Below healthchecks.threshold the upstream as a whole is down. */
+                SL_LOG(SL_LOG_WARN, "upstream %s is unhealthy (below its threshold of %g%%)",
+                       ups->conf->name, ups->conf->health.threshold);
+                return respond_error(req->c, req, 503,
+                                     "failure to get a peer from the ring-balancer",
+                                     !req->body_done);
+            }
             int i = ups->balancer->ops->select(ups->balancer, &req->bctx);
             if (i < 0 && req->bctx.tried != 0 && req->tries <= retries(req)) {
                 /* Every target was tried: start over rather than give up early. */
@@ -1945,6 +1972,9 @@ static int upstream_read(sl_request_t *req)
             req->resp_head_parsed = 1;
             req->upstream_header = now_seconds();
             req->status = req->r.status;
+            if (req->peer_index >= 0 && req->peer->health != NULL)
+                sl_health_report(req->ups->conf, (size_t)req->peer_index, SL_HEALTH_PASSIVE,
+                                 SL_HEALTH_STATUS, req->r.status, sl_health_now());
             req->resp_left = req->r.content_length;
             req->upstream_ok = (req->r.flags & SL_HTTP_F_KEEPALIVE) != 0;
             req->resp_body = req->r.body;
