@@ -249,6 +249,33 @@ int sl_ffi_dns_result(sl_lua_task_t *t, int id, char *buf, size_t cap, const cha
  * SL_ERROR when it is not an address. */
 int sl_ffi_ip_trusted(const char *ip, size_t len);
 /* END request */
+
+/* BEGIN health */
+/* Target health (core/health.c; Lua: sluice.upstream.get_health in
+ * lua/sluice/pdk.lua). Reads the shared state every worker sees. */
+typedef struct {
+    const char *host;   /* as configured; lives as long as the config */
+    const char *health; /* "HEALTHY", "UNHEALTHY", "EJECTED" or "HEALTHCHECKS_OFF" */
+    int port;
+    int weight;
+    uint32_t successes; /* Kong's counters, shared by active and passive checks */
+    uint32_t http_failures;
+    uint32_t tcp_failures;
+    uint32_t timeouts;
+    uint32_t consecutive_5xx; /* outlier counters (real traffic only) */
+    uint32_t consecutive_gateway_failure;
+    uint32_t ejections;  /* ejections in a row: the next lasts one more base_ejection_time */
+    double ejected_for;  /* seconds of ejection left; 0 when not ejected */
+    double probes;       /* active probes sent to it so far */
+    char address[64];    /* the resolved address: "127.0.0.1:8080", "[::1]:8080" */
+} sl_ffi_target_health_t;
+
+/* Fills *out with target i (0-based) of the upstream at index (0-based, in
+ * the config's order). Returns the upstream's number of targets, or
+ * SL_DECLINED when index names no upstream; *healthy is 0 when the upstream
+ * as a whole is below its healthchecks.threshold, else 1. */
+int sl_ffi_upstream_health(int index, int i, sl_ffi_target_health_t *out, int *healthy);
+/* END health */
 ]==]
 
 ffi.cdef(_M.CDEF)

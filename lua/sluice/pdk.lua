@@ -27,6 +27,7 @@ local str_sub = string.sub
 local str_gsub = string.gsub
 local str_char = string.char
 local tbl_concat = table.concat
+local table_new = require("table.new")
 local co_yield = coroutine.yield
 local unpack = unpack
 local setmetatable = setmetatable
@@ -1043,6 +1044,51 @@ function worker.count()
   return int2[0]
 end
 
+-- sluice.upstream ---------------------------------------------------------------
+
+local upstream = {}
+local target_health = ffi.new("sl_ffi_target_health_t")
+
+-- The health of a configured upstream's targets as every worker sees it
+-- (any phase). Returns { health = "HEALTHY" | "UNHEALTHY" | "HEALTHCHECKS_OFF",
+-- data = { { target =, address =, weight =, health =, counters = {...},
+-- ejections =, ejected_for =, probes = }, ... } } (Kong's
+-- /upstreams/NAME/health shape), or nil, err when there is no such upstream.
+function upstream.get_health(name)
+  if type(name) ~= "string" then
+    arg_error(1, "get_health", "string", name)
+  end
+  local index = upstream_index[str_lower(name)]
+  local n = index and C.sl_ffi_upstream_health(index, -1, target_health, int1)
+  if not n or n < 0 then
+    return nil, "could not find an upstream named '" .. name .. "'"
+  end
+  local data = table_new(n, 0)
+  local checked = false
+  for i = 0, n - 1 do
+    local t = target_health
+    C.sl_ffi_upstream_health(index, i, t, int1)
+    local health = ffi_string(t.health)
+    checked = checked or health ~= "HEALTHCHECKS_OFF"
+    local host = ffi_string(t.host)
+    data[i + 1] = {
+      target = (str_find(host, ":", 1, true) and "[" .. host .. "]" or host) .. ":" .. t.port,
+      address = ffi_string(t.address),
+      weight = t.weight,
+      health = health,
+      counters = { successes = t.successes, http_failures = t.http_failures,
+                   tcp_failures = t.tcp_failures, timeouts = t.timeouts,
+                   consecutive_5xx = t.consecutive_5xx,
+                   consecutive_gateway_failure = t.consecutive_gateway_failure },
+      ejections = t.ejections,
+      ejected_for = t.ejected_for,
+      probes = tonumber(t.probes),
+    }
+  end
+  local health = not checked and "HEALTHCHECKS_OFF" or int1[0] == 1 and "HEALTHY" or "UNHEALTHY"
+  return { health = health, data = data }
+end
+
 -- Waits and threads ----------------------------------------------------------------
 --
 -- C resumes a task's coroutine (its "main" one: the plugin chain of a
@@ -1748,8 +1794,6 @@ function plugin_ns.get_scope()
 end
 
 -- sluice.upstream: the state the upstream-protection plugins keep.
-local upstream = {}
-
 -- The circuit-breaker plugin's state for a service (and a route, for an
 -- instance attached to that route): { state, failures, requests, opened_at },
 -- or nil when no breaker has seen that service yet.
