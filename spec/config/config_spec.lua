@@ -386,13 +386,60 @@ targets:
       assert.same({ "localhost", 8000 }, { u.targets[3].host, u.targets[3].port })
     end)
 
-    it("refuses what balancing does not do yet", function()
+    it("refuses https health checks, which need upstream TLS", function()
       local err = bad(HEAD .. [[
 upstreams:
 - name: c
-  healthchecks: { active: { healthy: { interval: 5 } } }
+  healthchecks: { active: { type: https, healthy: { interval: 5 } } }
 ]])
-      assert.matches("upstreams%[0%]%.healthchecks: healthchecks are not supported yet", err)
+      assert.matches("upstreams%[0%]%.healthchecks%.active%.type: type https is not supported "
+        .. "yet: upstream TLS", err)
+    end)
+
+    it("fills in Kong's healthchecks defaults and the outlier fields", function()
+      local c = ok(HEAD .. [[
+upstreams:
+- name: c
+  healthchecks:
+    active: { healthy: { interval: 5 }, headers: { X-Probe: [a, b] } }
+    outlier: { consecutive_5xx: 5 }
+    threshold: 25
+]])
+      local hc = c.upstreams[1].healthchecks
+      assert.same({ 200, 302 }, hc.active.healthy.http_statuses)
+      assert.same({ 429, 404, 500, 501, 502, 503, 504, 505 }, hc.active.unhealthy.http_statuses)
+      assert.equal("/", hc.active.http_path)
+      assert.equal(1, hc.active.timeout)
+      assert.equal(10, hc.active.concurrency)
+      assert.equal(5, hc.active.healthy.interval)
+      assert.equal(0, hc.active.unhealthy.interval)
+      assert.same({ 429, 500, 503 }, hc.passive.unhealthy.http_statuses)
+      assert.equal(0, hc.passive.unhealthy.tcp_failures)
+      assert.same({ "a", "b" }, hc.active.headers["X-Probe"])
+      assert.equal(5, hc.outlier.consecutive_5xx)
+      assert.equal(30, hc.outlier.base_ejection_time)
+      assert.equal(300, hc.outlier.max_ejection_time)
+      assert.equal(10, hc.outlier.max_ejection_percent)
+      assert.equal(25, hc.threshold)
+    end)
+
+    it("names the field of a bad healthchecks value", function()
+      local err = bad(HEAD .. [[
+upstreams:
+- name: c
+  healthchecks:
+    active: { unhealthy: { http_failures: 300 }, headers: { "bad name": [x] } }
+    passive: { healthy: { http_statuses: [99] } }
+    threshold: 101
+    outlier: { max_ejection_percent: -1 }
+]])
+      assert.matches("upstreams%[0%]%.healthchecks%.active%.unhealthy%.http_failures: value "
+        .. "should be between 0 and 255", err)
+      assert.matches("upstreams%[0%]%.healthchecks%.active%.headers", err)
+      assert.matches("upstreams%[0%]%.healthchecks%.passive%.healthy%.http_statuses%[0%]", err)
+      assert.matches("upstreams%[0%]%.healthchecks%.threshold: value should be between 0 and 100",
+        err)
+      assert.matches("upstreams%[0%]%.healthchecks%.outlier%.max_ejection_percent", err)
     end)
 
     it("accepts every algorithm and Kong's hashing fields", function()

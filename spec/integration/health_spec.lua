@@ -14,6 +14,9 @@ local LOCATIONS = [[
     location /b/ {
       content_by_lua_block {
         ngx.status = ngx.shared.ctl:get("status") or 200
+        if ngx.status == 444 then
+          return ngx.exit(444) -- closes the connection without an answer
+        end
         ngx.print(ngx.var.server_port)
       }
     }
@@ -153,6 +156,24 @@ describe("health checks:", function()
     helpers.stop_all()
   end)
 
+  it("get_health checks its argument and names an unknown upstream", function()
+    assert.has_error(function() sluice.upstream.get_health(nil) end,
+      "bad argument #1 to 'get_health' (string expected, got nil)")
+    local h, err = sluice.upstream.get_health("nope")
+    assert.is_nil(h)
+    assert.equal("could not find an upstream named 'nope'", err)
+  end)
+
+  it("get_health says HEALTHCHECKS_OFF for an upstream without checks", function()
+    local a = start_upstream()
+    local s = helpers.start_sluice(config({ a.port }, "      threshold: 0"))
+    local h = health(s)
+    assert.equal("HEALTHCHECKS_OFF", h.health)
+    assert.equal("HEALTHCHECKS_OFF", h.data[1].health)
+    assert.equal(100, h.data[1].weight)
+    assert.equal("127.0.0.1:" .. a.port, h.data[1].address)
+  end)
+
   describe("active", function()
     it("marks a target unhealthy and healthy again within interval x successes", function()
       local a, b = start_upstream(), start_upstream()
@@ -266,6 +287,32 @@ describe("health checks:", function()
       end
       assert.equal("UNHEALTHY", target_health(s, dead))
       assert.matches("healthy %-> unhealthy %(2 tcp failures%)", helpers.read_file(s.log))
+    end)
+
+    it("retries idempotent requests whose connection the target cut, not the others",
+      function()
+      local a, b = start_upstream(), start_upstream()
+      local s = helpers.start_sluice(config({ a.port, b.port }, [[
+      passive:
+        unhealthy:
+          tcp_failures: 100
+]], 1))
+      ctl(a, "status", 444)
+      for _ = 1, 10 do
+        local status, body = get(s, "/b/x")
+        assert.equal(200, status)
+        assert.equal(tostring(b.port), body)
+      end
+      -- A POST may have been processed: it is not sent twice.
+      local posts = 0
+      for _ = 1, 10 do
+        local res = assert(helpers.request(s.port, "POST /b/x HTTP/1.1\r\nHost: gw.test\r\n"
+          .. "Content-Length: 1\r\n\r\nx"))
+        posts = posts + (res.status == 502 and 1 or 0)
+      end
+      assert.is_true(posts > 0)
+      local _, t = target_health(s, a.port)
+      assert.is_true(t.counters.tcp_failures >= 5, "tcp_failures " .. t.counters.tcp_failures)
     end)
 
     it("agrees across 2 workers", function()
