@@ -82,11 +82,16 @@ int sl_health_create(sl_config_t *cf)
         sl_log(SL_LOG_ERR, "cannot map %zu bytes for health checks: %s", size, strerror(errno));
         return SL_ERROR;
     }
-    /* Fresh anonymous pages are zero: every target starts healthy. */
+    /* Fresh anonymous pages are zero: every target starts healthy, with no
+     * prober. A lease seen now leaves each target to its preferred worker
+     * for LEASE_ORPHAN_MS before any worker may take it. */
     shm = p;
     shm_size = size;
     shm_ups = p;
     shm_targets = (sl_health_target_t *)(shm_ups + cf->nupstreams);
+    int64_t now = sl_health_now();
+    for (size_t i = 0; i < ntargets; i++)
+        atomic_store(&shm_targets[i].prober_seen, now);
     return SL_OK;
 }
 
@@ -201,11 +206,12 @@ static void eject(const sl_upstream_t *u, size_t i, const char *why, int64_t now
     if (ms > cap)
         ms = cap;
     atomic_store(&h->ejected_until, now + ms);
+    const char *from = atomic_load(&h->down) & SL_HEALTH_UNHEALTHY ? "unhealthy" : "healthy";
     if (set_down(u, i, SL_HEALTH_EJECTED, 1)) {
         char t[128];
         target_text(u, i, t, sizeof(t));
-        sl_log(SL_LOG_WARN, "upstream %s target %s: healthy -> ejected for %.1fs (%s, ejection %u)",
-               u->name, t, (double)ms / 1000, why, n);
+        sl_log(SL_LOG_WARN, "upstream %s target %s: %s -> ejected for %.1fs (%s, ejection %u)",
+               u->name, t, from, (double)ms / 1000, why, n);
     }
 }
 
@@ -528,9 +534,15 @@ static int hold_lease(prober_ups_t *pu, size_t i, int64_t now)
     key = sl_hash_mix(sl_hash_update(key, &i, sizeof(i)));
     int preferred = nworkers > 0 && (int)(key % (uint64_t)nworkers) == prober->w->id;
     int64_t stale = now - atomic_load(&h->prober_seen);
-    int dead = holder == 0 || (kill(holder, 0) != 0 && errno == ESRCH);
-    if (!(preferred && (dead || stale > LEASE_MS)) && !(stale > LEASE_ORPHAN_MS))
+    if (preferred) {
+        /* kill(pid, 0) only here: one syscall per tick for the targets this
+         * worker should hold and does not. */
+        int dead = holder == 0 || (kill(holder, 0) != 0 && errno == ESRCH);
+        if (!dead && stale <= LEASE_MS)
+            return 0;
+    } else if (stale <= LEASE_ORPHAN_MS) {
         return 0;
+    }
     if (!atomic_compare_exchange_strong(&h->prober, &holder, prober->pid))
         return 0;
     atomic_store(&h->prober_seen, now);
