@@ -1118,6 +1118,35 @@ static void summary_hash(const sl_upstream_t *u, FILE *out)
                 k[i]->name != NULL ? " " : "", k[i]->name != NULL ? k[i]->name : "");
 }
 
+/* "; checks: active http /health every 5s (1s when down), passive, outlier, threshold 30%" */
+static void summary_health(const sl_upstream_t *u, FILE *out)
+{
+    const sl_healthchecks_t *hc = &u->health;
+    const sl_health_rules_t *p = &hc->passive;
+    if (!hc->enabled)
+        return;
+    const char *sep = " ";
+    fprintf(out, "; checks:");
+    if (hc->healthy_interval > 0 || hc->unhealthy_interval > 0) {
+        fprintf(out, " active %s%s%s every %gs (%gs when down)",
+                hc->active_type == SL_CHECK_TCP ? "tcp" : "http",
+                hc->active_type == SL_CHECK_TCP ? "" : " ",
+                hc->active_type == SL_CHECK_TCP ? "" : hc->http_path, hc->healthy_interval / 1000.0,
+                hc->unhealthy_interval / 1000.0);
+        sep = ", ";
+    }
+    if (p->http_failures > 0 || p->tcp_failures > 0 || p->timeouts > 0) {
+        fprintf(out, "%spassive", sep);
+        sep = ", ";
+    }
+    if (hc->consecutive_5xx > 0 || hc->consecutive_gateway_failure > 0) {
+        fprintf(out, "%soutlier", sep);
+        sep = ", ";
+    }
+    if (hc->threshold > 0)
+        fprintf(out, "%sthreshold %g%%", sep, hc->threshold);
+}
+
 static void summary_upstreams(const sl_config_t *cf, FILE *out)
 {
     const char *names[SUMMARY_MAX_ROWS];
@@ -1144,6 +1173,7 @@ static void summary_upstreams(const sl_config_t *cf, FILE *out)
         }
         if (u->ntargets > SUMMARY_MAX_TARGETS)
             fprintf(out, ", ... %zu in all", u->ntargets);
+        summary_health(u, out);
         fputc('\n', out);
     }
     print_more(out, cf->nupstreams);

@@ -434,11 +434,15 @@ static void probe_io_cb(struct ev_loop *loop, ev_io *io, int revents)
                 probe_end(p, SL_HEALTH_STATUS, 0);
                 return;
             }
-            const sl_target_t *t = &p->pu->u->targets[p->target];
+            /* Host as Kong's checker sends it: the upstream's host_header,
+             * else the target's host, without the port. */
+            const sl_upstream_t *u = p->pu->u;
+            const char *host = u->host_header != NULL ? u->host_header : u->targets[p->target].host;
+            int v6 = u->host_header == NULL && strchr(host, ':') != NULL;
             int n = snprintf(p->buf, sizeof(p->buf),
-                             "GET %s HTTP/1.0\r\nHost: %s:%u\r\nUser-Agent: sluice/%s "
+                             "GET %s HTTP/1.0\r\nHost: %s%s%s\r\nUser-Agent: sluice/%s "
                              "(health check)\r\nConnection: close\r\n%s\r\n",
-                             hc->http_path, t->host, t->port, SL_VERSION,
+                             hc->http_path, v6 ? "[" : "", host, v6 ? "]" : "", SL_VERSION,
                              hc->headers != NULL ? hc->headers : "");
             p->len = n > 0 && (size_t)n < sizeof(p->buf) ? (size_t)n : 0;
             if (p->len == 0) {

@@ -23,7 +23,13 @@ local LOCATIONS = [[
     location = /health {
       content_by_lua_block {
         ngx.status = ngx.shared.ctl:get("health") or 200
-        ngx.print(ngx.req.get_headers()["x-probe"] or "-")
+        ngx.shared.ctl:set("probe", (ngx.req.get_headers()["x-probe"] or "-") .. " "
+          .. (ngx.var.http_host or "-") .. " " .. ngx.req.http_version())
+      }
+    }
+    location = /seen {
+      content_by_lua_block {
+        ngx.print(ngx.shared.ctl:get("probe") or "")
       }
     }
     location /ctl/ {
@@ -174,6 +180,19 @@ describe("health checks:", function()
     assert.equal("127.0.0.1:" .. a.port, h.data[1].address)
   end)
 
+  it("sluice check summarises an upstream's checks", function()
+    local dir = helpers.tmpdir()
+    helpers.write_file(dir .. "/s.yaml", config({ 8001, 8002 }, ACTIVE .. [[
+      passive: { unhealthy: { tcp_failures: 2 } }
+      outlier: { consecutive_5xx: 3 }
+      threshold: 30
+]]))
+    local out = helpers.run(fmt("%s check -c %s/s.yaml 2>&1", helpers.bin, dir))
+    os.execute("rm -rf " .. dir)
+    assert.matches("; checks: active http /health every 0%.2s %(0%.2s when down%), passive, "
+      .. "outlier, threshold 30%%", out)
+  end)
+
   describe("active", function()
     it("marks a target unhealthy and healthy again within interval x successes", function()
       local a, b = start_upstream(), start_upstream()
@@ -197,8 +216,10 @@ describe("health checks:", function()
       local seen = spread(s, 20)
       assert.is_true((seen[tostring(a.port)] or 0) > 0)
       assert.matches("unhealthy %-> healthy %(2 successes%)", helpers.read_file(s.log))
-      -- The probes carried the configured header and path.
+      -- The probes carried the configured header, path and Kong's Host.
       assert.is_true(helpers.upstream_saw(a, "GET /health HTTP/1.0 200"))
+      local res = assert(helpers.request(a.port, "GET /seen HTTP/1.1\r\nHost: x\r\n\r\n"))
+      assert.equal("sluice 127.0.0.1 1", res.body)
     end)
 
     it("probes with tcp connects, and a closed port is unhealthy", function()
