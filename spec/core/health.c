@@ -1,4 +1,5 @@
 /* health.c: tests for the target health state machine in core/health.c (no sockets). */
+#include "../../core/balancer.h"
 #include "../../core/health.h"
 
 #include "test.h"
@@ -186,5 +187,48 @@ TEST(health_off_costs_nothing_and_reads_usable)
     ASSERT(sl_health_usable(NULL));
     ASSERT_STREQ(sl_health_name(&f.u, 0), "HEALTHCHECKS_OFF");
     ASSERT(sl_health_upstream_ok(&f.u));
+    sl_health_destroy();
+}
+
+/* Every algorithm skips targets that are out, and finds none when all are. */
+TEST(health_every_balancer_skips_targets_that_are_out)
+{
+    health_fixture_t f;
+    ASSERT_OK(fixture_init(&f));
+    f.u.slots = 1000;
+    sl_peer_t peers[4];
+    memset(peers, 0, sizeof(peers));
+    sl_upstream_state_t ups = {&f.u, peers, 4, NULL, sl_health_upstream(&f.u)};
+    for (size_t i = 0; i < 4; i++) {
+        peers[i].conf = &f.targets[i];
+        peers[i].health = sl_health_target(&f.u, i);
+    }
+    report(&f, 1, SL_HEALTH_TIMEOUT, 0, 0);
+    f.u.health.consecutive_gateway_failure = 1;
+    report(&f, 3, SL_HEALTH_STATUS, 502, 0); /* ejected */
+    ASSERT_STREQ(sl_health_name(&f.u, 3), "EJECTED");
+    for (int a = SL_LB_ROUND_ROBIN; a <= SL_LB_LATENCY; a++) {
+        f.u.algorithm = a;
+        sl_balancer_t *b = sl_balancer_create(&ups);
+        ASSERT(b != NULL);
+        int seen[4] = {0};
+        for (int k = 0; k < 400; k++) {
+            sl_balancer_ctx_t ctx = {0};
+            ctx.hash = sl_hash_mix((uint64_t)k);
+            ctx.has_hash = k & 1;
+            int i = b->ops->select(b, &ctx);
+            ASSERT(i >= 0 && i < 4);
+            seen[i]++;
+            b->ops->release(b, i, 1.0, SL_BALANCER_OK);
+        }
+        ASSERT_EQ(seen[1], 0);
+        ASSERT_EQ(seen[3], 0);
+        ASSERT(seen[0] > 0 && seen[2] > 0);
+        /* Retries past the healthy ones find nothing. */
+        sl_balancer_ctx_t ctx = {0};
+        ctx.tried = 1 | 4;
+        ASSERT_EQ(b->ops->select(b, &ctx), -1);
+        b->ops->destroy(b);
+    }
     sl_health_destroy();
 }
