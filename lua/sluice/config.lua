@@ -522,6 +522,24 @@ local function seconds(default, max, what)
   return { type = "number", default = default, between = { 0, max }, description = what }
 end
 
+-- Probe requests are built in a 4 KB buffer (core/health.c), with room for
+-- the path (1 KB at most) and sluice's own headers.
+local MAX_PROBE_HEADERS = 2048
+
+local function check_probe_headers(headers)
+  local size = 0
+  for name, values in pairs(headers) do
+    for _, v in ipairs(type(values) == "table" and values or {}) do
+      size = size + #tostring(name) + #tostring(v) + 4
+    end
+  end
+  if size > MAX_PROBE_HEADERS then
+    return nil, "the probe headers take " .. size .. " bytes; at most " .. MAX_PROBE_HEADERS
+      .. " are allowed"
+  end
+  return true
+end
+
 local HEALTHCHECKS = {
   type = "record",
   default = {},
@@ -542,7 +560,7 @@ local HEALTHCHECKS = {
         { timeout = seconds(1, 65535, "Seconds a probe may take.") },
         { concurrency = { type = "integer", default = 10, between = { 1, 65535 },
                           description = "Probes in flight at once, per upstream." } },
-        { headers = { type = "map",
+        { headers = { type = "map", custom = check_probe_headers,
                       keys = { type = "string", len_min = 1, match = "^[!#$%%&'*+.^_`|~%w-]+$" },
                       values = { type = "array", elements = {
                         type = "string",

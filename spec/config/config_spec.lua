@@ -440,6 +440,14 @@ upstreams:
       assert.matches("upstreams%[0%]%.healthchecks%.threshold: value should be between 0 and 100",
         err)
       assert.matches("upstreams%[0%]%.healthchecks%.outlier%.max_ejection_percent", err)
+      err = bad(HEAD .. [[
+upstreams:
+- name: c
+  healthchecks:
+    active: { headers: { X-Big: []] .. string.rep("x", 3000) .. [[] } }
+]])
+      assert.matches("upstreams%[0%]%.healthchecks%.active%.headers: the probe headers take "
+        .. "3009 bytes; at most 2048 are allowed", err)
     end)
 
     it("accepts every algorithm and Kong's hashing fields", function()
