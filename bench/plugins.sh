@@ -4,6 +4,11 @@
 # Usage: bench/plugins.sh          throughput and latency with wrk, as run.sh measures
 #        bench/plugins.sh --jit    LuaJIT's trace log (jit.v, as `luajit -jv`) of sluice's
 #                                  worker under load: are there trace aborts on the hot path?
+#        bench/plugins.sh --profile  where sluice+noop's worker spends its CPU (perf, sampling
+#                                  cpu-clock): the share in Lua (LuaJIT's VM, JIT-compiled
+#                                  code, sluice's C glue that enters Lua) is what the no-op
+#                                  plugin costs, measured within one run, so it holds on a
+#                                  host whose speed drifts between wrk runs
 # Environment (all optional):
 #   DURATION=10s     wrk duration of each measured run
 #   CONNECTIONS=64   wrk connections (the same for every target)
@@ -22,6 +27,7 @@
 #                    `dpkg -L libluajit2-5.1-common`)
 #   SLUICE=build/sluice   the binary to measure
 #   SKIP_DEPS=1      do not run scripts/deps.sh (e.g. offline)
+#   PROFILE_SECONDS=20  --profile: seconds of perf sampling under load
 #   KEEP=1           keep the temp dir (configs, logs, wrk output, trace logs)
 #
 # Targets, one worker each, all pinned to PROXY_CPU, with the same upstream as
@@ -43,12 +49,13 @@ MODE=bench
 case "${1:-}" in
     "") ;;
     --jit) MODE=jit ;;
+    --profile) MODE=profile ;;
     -h | --help)
         sed -n '2,/^set -eu$/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     *)
-        echo "usage: bench/plugins.sh [--jit]" >&2
+        echo "usage: bench/plugins.sh [--jit | --profile]" >&2
         exit 2
         ;;
 esac
@@ -243,6 +250,55 @@ if [ "$MODE" = jit ]; then
     echo
     echo "(an abort: LuaJIT gave up recording a trace there and that code ran in the interpreter;" \
         "after repeated aborts it blacklists the spot and stops trying. KEEP=1 keeps the full logs.)"
+    exit 0
+fi
+
+# ===========================================================================
+# --profile: the share of sluice+noop's worker CPU spent in Lua
+# ===========================================================================
+
+if [ "$MODE" = profile ]; then
+    command -v perf >/dev/null || { echo "plugins.sh: perf not found (apt-get install linux-perf)" >&2; exit 1; }
+    PROFILE_SECONDS=${PROFILE_SECONDS:-20}
+    SLUICE_PLUGINS=noop
+    sluice_conf prof-noop PROF_PORT
+    SLUICE_PLUGINS=""
+    start_sluice_as PROF_PID prof-noop taskset -c "$PROXY_CPU"
+    wait_port "$PROF_PORT" || { cat "$TMP/prof-noop"/*.log >&2; exit 1; }
+    check prof-noop "$PROF_PORT"
+    worker=$(pgrep -P "$PROF_PID" | head -n 1)
+    echo "== profile: sluice+noop ($(pinned worker "$PROF_PID")), ${WRK[*]}," \
+        "perf record -e cpu-clock -F 4999 for ${PROFILE_SECONDS}s"
+    taskset -c "$LOAD_CPU" "${WRK[@]}" -d"$((PROFILE_SECONDS + 5))s" \
+        "http://127.0.0.1:$PROF_PORT/" >"$TMP/prof.wrk" 2>&1 &
+    wrk_pid=$!
+    sleep 3 # past the warm-up: traces compiled
+    # perf stops on SIGTERM and writes its data; in a session of its own, so
+    # that no signal of its reaches this script.
+    setsid perf record -q -e cpu-clock -F 4999 -p "$worker" -o "$TMP/perf.data" \
+        >"$TMP/perf.log" 2>&1 &
+    perf_pid=$!
+    sleep "$PROFILE_SECONDS"
+    kill -TERM "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    wait "$wrk_pid" 2>/dev/null || true
+    echo "wrk: $(grep -E 'Requests/sec' "$TMP/prof.wrk" | awk '{ print $2 }') req/s"
+    # Shares of the worker's samples: by object (the LuaJIT library, its JIT
+    # code, sluice), then sluice's own functions that run only for Lua.
+    perf report -i "$TMP/perf.data" --no-children --sort dso -q 2>/dev/null >"$TMP/prof.dso"
+    perf report -i "$TMP/perf.data" --no-children --sort sym -q --dsos sluice 2>/dev/null \
+        >"$TMP/prof.sym"
+    share() { awk -v re="$1" '$0 ~ re { gsub("%", "", $1); s += $1 } END { printf "%.2f", s }' "$2"; }
+    vm=$(share 'libluajit' "$TMP/prof.dso")
+    jit=$(share '\[JIT\]' "$TMP/prof.dso")
+    glue=$(share 'sl_lua_|task_|lua_result|lua_continue|sl_ffi_' "$TMP/prof.sym")
+    total=$(awk -v a="$vm" -v b="$jit" -v c="$glue" 'BEGIN { printf "%.2f", a + b + c }')
+    echo "share of the worker's CPU samples: LuaJIT VM ${vm}%, JIT-compiled code ${jit}%," \
+        "sluice's Lua glue ${glue}%"
+    echo "no-op plugin cost (Lua's share of sluice+noop's CPU): ${total}% (target <= 3%:" \
+        "$(awk -v t="$total" 'BEGIN { print (t <= 3) ? "met" : "missed" }'))"
+    echo "top objects:"
+    head -n 6 "$TMP/prof.dso" | sed 's/^/  /'
     exit 0
 fi
 

@@ -5,7 +5,7 @@ set -eu
 
 RUN_PKGS="build-essential cmake pkg-config libluajit2-5.1-dev libev-dev libssl-dev lua-cjson
 libhiredis-dev libyaml-dev libpcre2-dev libc-ares-dev lua-busted"
-TEST_PKGS="lua-check lua-socket lua5.1 clang clang-format libclang-rt-14-dev redis-server wrk
+TEST_PKGS="lua-check lua-socket lua5.1 linux-perf clang clang-format libclang-rt-14-dev redis-server wrk
 nginx-light libnginx-mod-http-lua haproxy curl"
 
 pkgs=$RUN_PKGS
