@@ -629,6 +629,26 @@ static void compile_services(loader_t *ld, int t)
         s->write_timeout = (int)get_num(ld, e, "write_timeout", 60000);
         s->read_timeout = (int)get_num(ld, e, "read_timeout", 60000);
         s->retries = (int)get_num(ld, e, "retries", 5);
+        s->retry_budget = get_num(ld, e, "retry_budget", 20);
+        size_t nr;
+        int rl;
+        push_list(ld, e, "retry_on", &nr, &rl);
+        for (size_t k = 1; k <= nr; k++) {
+            lua_rawgeti(ld->L, rl, (int)k);
+            if (lua_type(ld->L, -1) == LUA_TNUMBER) {
+                int st = (int)lua_tonumber(ld->L, -1);
+                if (st >= 400 && st <= 599) {
+                    s->retry_status[(st - 400) / 64] |= (uint64_t)1 << ((st - 400) % 64);
+                    s->retry_on_any = true;
+                }
+            } else if (lua_type(ld->L, -1) == LUA_TSTRING &&
+                       strcmp(lua_tostring(ld->L, -1), "timeout") == 0) {
+                s->retry_on_timeout = true;
+                s->retry_on_any = true;
+            }
+            lua_pop(ld->L, 1);
+        }
+        lua_pop(ld->L, 1);
         s->index = cf->nservices;
         char *where = get_str(ld, e, "where", NULL);
         int upstream = (int)get_num(ld, e, "upstream", 0);
@@ -747,6 +767,7 @@ static void compile_routes(loader_t *ld, int t)
         r->regex_priority = (int)get_num(ld, e, "regex_priority", 0);
         r->strip_path = get_bool(ld, e, "strip_path", true);
         r->preserve_host = get_bool(ld, e, "preserve_host", false);
+        r->retry_non_idempotent = get_bool(ld, e, "retry_non_idempotent", false);
         char *handling = get_str(ld, e, "path_handling", NULL);
         r->path_handling = handling != NULL && strcmp(handling, "v1") == 0;
         r->https_redirect_status_code = (int)get_num(ld, e, "https_redirect_status_code", 426);

@@ -132,6 +132,14 @@ struct sl_service_s {
     int write_timeout;
     int read_timeout;
     int retries;
+    /* Beyond Kong: retry an idempotent request whose upstream answered one of
+     * these statuses (bit status - 400, 400..599) or timed out reading, within
+     * a budget of retry_budget retries per 100 requests (per worker and
+     * upstream). */
+    uint64_t retry_status[4];
+    bool retry_on_timeout;
+    bool retry_on_any;
+    double retry_budget;
     sl_upstream_t *upstream; /* always set: a plain host gets an implicit one */
     char *host_header;       /* "host" or "host:port" sent when preserve_host is off */
     size_t host_header_len;
@@ -168,7 +176,8 @@ typedef struct sl_route_s {
     int regex_priority;
     bool strip_path;
     bool preserve_host;
-    int path_handling; /* 0 = "v0", 1 = "v1" */
+    bool retry_non_idempotent; /* the service's retry_on applies to every method */
+    int path_handling;         /* 0 = "v0", 1 = "v1" */
     int https_redirect_status_code;
     sl_service_t *service;
     size_t index;     /* position in the file, the final tie-breaker */

@@ -36,6 +36,7 @@ enum {
     UF_WRITE_TIMEOUT,
     UF_READ_TIMEOUT,
     UF_BAD_RESPONSE, /* not HTTP, or over the limits */
+    UF_STATUS,       /* answered a status the service's retry_on lists */
 };
 
 /* What plugins did with the request body (req->rbody_state). */
@@ -62,6 +63,7 @@ static const char *const fail_text[] = {
     "An invalid response was received from the upstream server",
     "The upstream server is timing out",
     "The upstream server is timing out",
+    "An invalid response was received from the upstream server",
     "An invalid response was received from the upstream server",
 };
 
@@ -1171,6 +1173,8 @@ static const char *fail_reason(int why)
         return "write timed out";
     case UF_READ_TIMEOUT:
         return "read timed out";
+    case UF_STATUS:
+        return "answered a status in retry_on";
     default:
         return "invalid response";
     }
@@ -1185,6 +1189,41 @@ static void report_health(sl_request_t *req, int why)
     int timeout = why == UF_CONNECT_TIMEOUT || why == UF_READ_TIMEOUT || why == UF_WRITE_TIMEOUT;
     sl_health_report(req->ups->conf, (size_t)req->peer_index, SL_HEALTH_PASSIVE,
                      timeout ? SL_HEALTH_TIMEOUT : SL_HEALTH_TCP_ERROR, 0, sl_health_now());
+}
+
+/* May this request be tried again by the service's retry_on? Idempotent
+ * methods (others when the route says so), a body that can be sent again,
+ * tries left, and the budget: every request first sent to the upstream
+ * deposits retry_budget / 100 of a retry, each such retry spends one (per
+ * worker and upstream), so a brown-out cannot multiply the load. Takes the
+ * token when it answers 1. */
+static int retry_on_allowed(sl_request_t *req)
+{
+    const sl_service_t *svc = req->service;
+    int idempotent = (req->h.method_id & (SL_HTTP_GET | SL_HTTP_HEAD | SL_HTTP_PUT |
+                                          SL_HTTP_DELETE | SL_HTTP_OPTIONS | SL_HTTP_TRACE)) != 0;
+    int replayable = !req->body_trimmed && (req->body_done || req->h.body == SL_HTTP_BODY_NONE);
+    if (!svc->retry_on_any || svc->retry_budget <= 0 || !replayable || req->tries > retries(req) ||
+        req->ups == NULL)
+        return 0;
+    if (!idempotent && !(req->route != NULL && req->route->retry_non_idempotent))
+        return 0;
+    if (req->ups->retry_tokens < 1.0)
+        return 0;
+    req->ups->retry_tokens -= 1.0;
+    return 1;
+}
+
+/* The response head says a retry_on status: try another target? */
+static int retry_on_status(sl_request_t *req)
+{
+    int st = req->r.status;
+    if (st < 400 || st > 599)
+        return 0;
+    const uint64_t *bits = req->service->retry_status;
+    if (!(bits[(st - 400) / 64] & ((uint64_t)1 << ((st - 400) % 64))))
+        return 0;
+    return req->state != RQ_RESPONDING && retry_on_allowed(req);
 }
 
 static int upstream_fail(sl_request_t *req, int why, int err)
@@ -1211,8 +1250,12 @@ static int upstream_fail(sl_request_t *req, int why, int err)
              * of its answer: an idempotent request may run again elsewhere,
              * as nginx's proxy_next_upstream error (Kong's) does. */
             retry = req->tries <= retries(req);
+        } else if (why == UF_READ_TIMEOUT && req->service->retry_on_timeout) {
+            retry = retry_on_allowed(req);
         }
     }
+    if (why == UF_STATUS)
+        retry = 1; /* the caller checked retry_on_status */
     /* A try that is retried is worth an info line; a failure the client sees,
      * a warning. */
     SL_LOG(retry ? SL_LOG_INFO : SL_LOG_WARN, "upstream %s:%u failed (%s%s%s) for %.*s %.*s%s",
@@ -1224,8 +1267,8 @@ static int upstream_fail(sl_request_t *req, int why, int err)
         sl_upconn_close(u);
         req->up = NULL;
     }
-    if (!free_retry)
-        report_health(req, why);
+    if (!free_retry && why != UF_STATUS)
+        report_health(req, why); /* a status was reported when the head came */
     release_peer(req, free_retry ? SL_BALANCER_ABORTED : SL_BALANCER_FAILED);
     if (req->state == RQ_RESPONDING) {
         /* Part of the response is out: the client can only see a cut connection. */
@@ -1243,6 +1286,10 @@ static int upstream_fail(sl_request_t *req, int why, int err)
     }
     if (retry) {
         req->try_start = now_seconds();
+        req->resp_head_parsed = 0; /* a retry_on status's response is dropped */
+        req->resp_bytes_seen = 0;
+        req->resp_done = 0;
+        req->status = 0;
         req->out_sent = 0;
         req->body_sent = req->head_len;
         req->rbody_sent = 0;
@@ -1258,6 +1305,10 @@ static int connect_upstream(sl_request_t *req)
 {
     sl_worker_t *w = req->c->w;
     sl_upstream_state_t *ups = req->ups;
+
+    if (req->tries == 0 && ups != NULL && req->service->retry_on_any)
+        ups->retry_tokens =
+            SL_MIN(ups->retry_tokens + req->service->retry_budget / 100., SL_RETRY_TOKENS_MAX);
 
     for (;;) {
         if (req->target_host != NULL) {
@@ -1975,6 +2026,8 @@ static int upstream_read(sl_request_t *req)
             if (req->peer_index >= 0 && req->peer->health != NULL)
                 sl_health_report(req->ups->conf, (size_t)req->peer_index, SL_HEALTH_PASSIVE,
                                  SL_HEALTH_STATUS, req->r.status, sl_health_now());
+            if (req->service->retry_on_any && retry_on_status(req))
+                return upstream_fail(req, UF_STATUS, 0);
             req->resp_left = req->r.content_length;
             req->upstream_ok = (req->r.flags & SL_HTTP_F_KEEPALIVE) != 0;
             req->resp_body = req->r.body;

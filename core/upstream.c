@@ -30,6 +30,7 @@ sl_upstream_state_t *sl_upstreams_create(const sl_config_t *cf)
             sl_queue_init(&ups[i].peers[j].idle);
         }
         ups[i].health = sl_health_upstream(conf);
+        ups[i].retry_tokens = SL_RETRY_TOKENS_START;
         ups[i].balancer = sl_balancer_create(&ups[i]);
         if (ups[i].balancer == NULL)
             goto failed;

@@ -20,6 +20,11 @@ typedef struct {
     sl_health_target_t *health; /* shared health state; NULL when the upstream has no checks */
 } sl_peer_t;
 
+/* Retries a worker may make by retry_on before any request paid for them. */
+#define SL_RETRY_TOKENS_START 10.0
+/* At most this many unspent retries are saved up. */
+#define SL_RETRY_TOKENS_MAX 100.0
+
 /* Per-worker state of one upstream. */
 typedef struct {
     const sl_upstream_t *conf;
@@ -27,6 +32,7 @@ typedef struct {
     size_t npeers;
     sl_balancer_t *balancer;
     sl_health_upstream_t *health; /* shared totals; NULL when the upstream has no checks */
+    double retry_tokens;          /* the retry_on budget: see proxy.c retry_budget_take */
 } sl_upstream_state_t;
 
 struct sl_upconn_s {

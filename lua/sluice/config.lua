@@ -783,6 +783,9 @@ local function route_fields(top_level)
                      description = "Remove the matched path prefix before proxying." } },
     { path_handling = { type = "string", default = "v0", one_of = { "v0", "v1" },
                         description = "How service and request paths are joined (Kong's)." } },
+    { retry_non_idempotent = { type = "boolean", default = false,
+                               description = "Beyond Kong: the service's retry_on also "
+                                 .. "retries POST, PATCH and other non-idempotent methods." } },
     { preserve_host = { type = "boolean", default = false,
                         description = "Send the client's Host upstream." } },
     { request_buffering = { type = "boolean", default = true,
@@ -836,6 +839,20 @@ local service_schema = {
                description = "Path prefixed to every proxied request." } },
     { retries = { type = "integer", default = 5, between = { 0, 32767 },
                   description = "Retries on connection failures." } },
+    { retry_on = { type = "array", default = {},
+                   elements = { type = "any", custom = function(v)
+                     if v == "timeout" or (type(v) == "number" and v == math_floor(v)
+                         and v >= 400 and v <= 599) then
+                       return true
+                     end
+                     return nil, "expected a status code from 400 to 599 or \"timeout\", got "
+                       .. (type(v) == "string" and quote(v) or tostring(v))
+                   end },
+                   description = "Beyond Kong: statuses (and \"timeout\") after which an "
+                     .. "idempotent request is tried on another target." } },
+    { retry_budget = { type = "number", default = 20, between = { 0, 100 },
+                       description = "Beyond Kong: retry_on retries allowed per 100 requests "
+                         .. "(per worker and upstream)." } },
     { connect_timeout = timeout("Time to connect to the upstream.") },
     { write_timeout = timeout("Time between two writes to the upstream.") },
     { read_timeout = timeout("Time between two reads from the upstream.") },
@@ -1268,6 +1285,7 @@ local function compile_route(r, route, keys, format)
     regex_priority = route.regex_priority,
     strip_path = route.strip_path,
     preserve_host = route.preserve_host,
+    retry_non_idempotent = route.retry_non_idempotent,
     path_handling = route.path_handling,
     https_redirect_status_code = route.https_redirect_status_code,
     where = r.where(keys),
@@ -1428,7 +1446,8 @@ local function compile(r, doc, file)
         -- (else their place in the file), the same on every load and node.
         id = s.id or derived_id("service:" .. (s.name or ("#" .. i))), tags = s.tags,
         name = s.name, protocol = s.protocol, host = s.host, port = s.port, path = s.path,
-        retries = s.retries, connect_timeout = s.connect_timeout,
+        retries = s.retries, retry_on = s.retry_on, retry_budget = s.retry_budget,
+        connect_timeout = s.connect_timeout,
         write_timeout = s.write_timeout, read_timeout = s.read_timeout,
         where = r.where(copy_keys(keys, host_key)), enabled = s.enabled,
       }

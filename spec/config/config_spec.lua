@@ -68,8 +68,9 @@ services:
       assert.not_equal(s.id, ok(HEAD .. "services:\n- name: t\n  host: h\n").services[1].id)
       s.id = nil
       assert.same({ name = "s", protocol = "http", host = "example.internal", port = 80,
-                    retries = 5, connect_timeout = 60000, write_timeout = 60000,
-                    read_timeout = 60000, where = "t.yaml:4: services[0].host" }, s)
+                    retries = 5, retry_on = {}, retry_budget = 20, connect_timeout = 60000,
+                    write_timeout = 60000, read_timeout = 60000,
+                    where = "t.yaml:4: services[0].host" }, s)
       local r = c.routes[1]
       assert.same({ "http", "https" }, r.protocols)
       assert.equal(0, r.regex_priority)
