@@ -818,18 +818,19 @@ local function escape(s)
   end))
 end
 
-function service.request.set_query(args)
-  if type(args) ~= "table" then
-    arg_error(1, "set_query", "table", args)
-  end
-  local keys = {}
+-- A table as a query string or form body: keys sorted, true for a bare key,
+-- a list for a repeated key, false left out.
+local function encode_form(args)
+  local keys, key_of = {}, {}
   for k in pairs(args) do
-    keys[#keys + 1] = k
+    local name = tostring(k)
+    keys[#keys + 1] = name
+    key_of[name] = k
   end
   table.sort(keys)
   local parts = {}
   for _, k in ipairs(keys) do
-    local v = args[k]
+    local v = args[key_of[k]]
     if v == true then
       parts[#parts + 1] = escape(k)
     elseif type(v) == "table" then
@@ -840,7 +841,14 @@ function service.request.set_query(args)
       parts[#parts + 1] = escape(k) .. "=" .. escape(v)
     end
   end
-  return upstream_set(2, "set_query", tbl_concat(parts, "&"))
+  return tbl_concat(parts, "&")
+end
+
+function service.request.set_query(args)
+  if type(args) ~= "table" then
+    arg_error(1, "set_query", "table", args)
+  end
+  return upstream_set(2, "set_query", encode_form(args))
 end
 
 function service.request.set_header(name, value)
@@ -1489,28 +1497,6 @@ function service.request.set_raw_body(body)
     return nil, ffi_string(errp[0])
   end
   return true
-end
-
-local function encode_form(args)
-  local keys = {}
-  for k in pairs(args) do
-    keys[#keys + 1] = tostring(k)
-  end
-  table.sort(keys)
-  local parts = {}
-  for _, k in ipairs(keys) do
-    local v = args[k]
-    if v == true then
-      parts[#parts + 1] = escape(k)
-    elseif type(v) == "table" then
-      for _, one in ipairs(v) do
-        parts[#parts + 1] = escape(k) .. "=" .. escape(one)
-      end
-    elseif v ~= false then
-      parts[#parts + 1] = escape(k) .. "=" .. escape(v)
-    end
-  end
-  return tbl_concat(parts, "&")
 end
 
 local function encode_multipart(args, boundary)

@@ -23,6 +23,19 @@ describe("t.plugin (bundled plugins)", function()
     assert.is_nil(res.upstream)
   end)
 
+  it("set_query and set_body encode numeric keys, lists, bare and false values", function()
+    local p = t.plugin("pre-function", { access = { [[
+      sluice.service.request.set_query({ [2] = "two", b = { "x y", "z" }, flag = true,
+                                         off = false })
+      sluice.service.request.set_body({ [1] = "one", a = "b" },
+                                      "application/x-www-form-urlencoded")
+    ]] } })
+    local res = p:run({ method = "POST", path = "/q", body = "x=1",
+                        headers = { ["Content-Type"] = "application/x-www-form-urlencoded" } })
+    assert.equal("2=two&b=x%20y&b=z&flag", res.upstream.query)
+    assert.equal("1=one&a=b", res.upstream.body)
+  end)
+
   it("pre-function sets headers upstream from the query and the body", function()
     local p = t.plugin("pre-function", { access = { [[
       local body = sluice.request.get_body()
