@@ -395,46 +395,33 @@ local function check_workers(v)
   return nil, "expected an integer from 1 to 1024 or \"auto\", got " .. describe(v)
 end
 
-local function check_ref(v)
-  if type(v) == "string" then
-    return #v > 0 or nil, "expected a name"
-  end
-  if type(v) == "table" then
-    local n = 0
-    for k, x in pairs(v) do
-      if (k ~= "name" and k ~= "id") or type(x) ~= "string" then
-        return nil, "expected a name, or a mapping with 'name' or 'id'"
+-- A reference to another entity, as Kong's declarative format writes one:
+-- the entity's `key` (its name, a consumer's username) or id, or a mapping
+-- with one of them. `bare` says what a plain string stands for.
+local function ref_checker(key, bare)
+  local mapping = "expected " .. bare .. ", or a mapping with '" .. key .. "' or 'id'"
+  return function(v)
+    if type(v) == "string" then
+      return #v > 0 or nil, "expected " .. bare
+    end
+    if type(v) == "table" then
+      local n = 0
+      for k, x in pairs(v) do
+        if (k ~= key and k ~= "id") or type(x) ~= "string" then
+          return nil, mapping
+        end
+        n = n + 1
       end
-      n = n + 1
+      if n == 1 then
+        return true
+      end
     end
-    if n == 1 then
-      return true
-    end
+    return nil, mapping .. ", got " .. describe(v)
   end
-  return nil, "expected a name, or a mapping with 'name' or 'id', got " .. describe(v)
 end
 
--- A consumer reference, as Kong's declarative format writes one: the
--- consumer's username or id, or a mapping with one of them.
-local function check_consumer_ref(v)
-  if type(v) == "string" then
-    return #v > 0 or nil, "expected a username or an id"
-  end
-  if type(v) == "table" then
-    local n = 0
-    for k, x in pairs(v) do
-      if (k ~= "username" and k ~= "id") or type(x) ~= "string" then
-        return nil, "expected a username or an id, or a mapping with 'username' or 'id'"
-      end
-      n = n + 1
-    end
-    if n == 1 then
-      return true
-    end
-  end
-  return nil, "expected a username or an id, or a mapping with 'username' or 'id', got "
-    .. describe(v)
-end
+local check_ref = ref_checker("name", "a name")
+local check_consumer_ref = ref_checker("username", "a username or an id")
 
 -- A field that makes the config invalid whenever it is set, and says why.
 local function unsupported(description, message)
