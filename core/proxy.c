@@ -1191,6 +1191,19 @@ static void report_health(sl_request_t *req, int why)
                      timeout ? SL_HEALTH_TIMEOUT : SL_HEALTH_TCP_ERROR, 0, sl_health_now());
 }
 
+/* Methods that may run twice (RFC 9110 §9.2.2): a retry may repeat them. */
+static int is_idempotent(const sl_request_t *req)
+{
+    return (req->h.method_id & (SL_HTTP_GET | SL_HTTP_HEAD | SL_HTTP_PUT | SL_HTTP_DELETE |
+                                SL_HTTP_OPTIONS | SL_HTTP_TRACE)) != 0;
+}
+
+/* Can the request be sent again: its whole body is still in the buffer. */
+static int is_replayable(const sl_request_t *req)
+{
+    return !req->body_trimmed && (req->body_done || req->h.body == SL_HTTP_BODY_NONE);
+}
+
 /* May this request be tried again by the service's retry_on? Idempotent
  * methods (others when the route says so), a body that can be sent again,
  * tries left, and the budget: every request first sent to the upstream
@@ -1200,13 +1213,10 @@ static void report_health(sl_request_t *req, int why)
 static int retry_on_allowed(sl_request_t *req)
 {
     const sl_service_t *svc = req->service;
-    int idempotent = (req->h.method_id & (SL_HTTP_GET | SL_HTTP_HEAD | SL_HTTP_PUT |
-                                          SL_HTTP_DELETE | SL_HTTP_OPTIONS | SL_HTTP_TRACE)) != 0;
-    int replayable = !req->body_trimmed && (req->body_done || req->h.body == SL_HTTP_BODY_NONE);
-    if (!svc->retry_on_any || svc->retry_budget <= 0 || !replayable || req->tries > retries(req) ||
-        req->ups == NULL)
+    if (!svc->retry_on_any || svc->retry_budget <= 0 || !is_replayable(req) ||
+        req->tries > retries(req) || req->ups == NULL)
         return 0;
-    if (!idempotent && !(req->route != NULL && req->route->retry_non_idempotent))
+    if (!is_idempotent(req) && !(req->route != NULL && req->route->retry_non_idempotent))
         return 0;
     if (req->ups->retry_tokens < 1.0)
         return 0;
@@ -1231,9 +1241,7 @@ static int upstream_fail(sl_request_t *req, int why, int err)
     sl_conn_t *c = req->c;
     sl_upconn_t *u = req->up;
     int reused = u != NULL && u->reused;
-    int replayable = !req->body_trimmed && (req->body_done || req->h.body == SL_HTTP_BODY_NONE);
-    int idempotent = (req->h.method_id & (SL_HTTP_GET | SL_HTTP_HEAD | SL_HTTP_PUT |
-                                          SL_HTTP_DELETE | SL_HTTP_OPTIONS | SL_HTTP_TRACE)) != 0;
+    int replayable = is_replayable(req), idempotent = is_idempotent(req);
     int retry = 0, free_retry = 0;
 
     if (req->state != RQ_RESPONDING && !req->resp_bytes_seen && replayable) {
@@ -2129,6 +2137,33 @@ static void request_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* --- client side ------------------------------------------------------------------ */
 
+/* Writes iov[0..n) to the client: the head left in req->out first, then body
+ * bytes, counted in *body_sent. Returns SL_OK when all went out, SL_AGAIN when
+ * the socket is full (the connection then waits to be writable, under
+ * send_timeout), or SL_DONE when the client is gone (the connection is
+ * closed: touch neither it nor the request). */
+static int client_writev(sl_request_t *req, struct iovec *iov, int n, size_t *body_sent)
+{
+    sl_conn_t *c = req->c;
+    size_t written = 0;
+    int rc = n > 0 ? sl_io_writev_all(&c->sock, iov, n, &written) : SL_OK;
+    size_t head_left = req->out->end - req->out_sent;
+    size_t from_head = written < head_left ? written : head_left;
+    req->out_sent += from_head;
+    *body_sent += written - from_head;
+    req->bytes_sent += written;
+    if (rc == SL_ERROR) {
+        req->status = req->status ? req->status : 499;
+        sl_conn_close(c);
+        return SL_DONE;
+    }
+    if (rc == SL_AGAIN) {
+        sl_conn_watch(c, c->events | EV_WRITE);
+        sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.send_timeout);
+    }
+    return rc;
+}
+
 /* Filter mode: sends the head and the pending output, running body_filter on
  * the next piece of the body whenever the last one is out. Only then is the
  * response buffer reused, so a slow client stops upstream reads exactly as in
@@ -2185,23 +2220,9 @@ static int client_send_filtered(sl_request_t *req)
         }
         if (n == 0)
             break;
-        size_t written = 0;
-        int rc = sl_io_writev_all(&c->sock, iov, n, &written);
-        size_t head_left = req->out->end - req->out_sent;
-        size_t from_head = written < head_left ? written : head_left;
-        req->out_sent += from_head;
-        req->osent += written - from_head;
-        req->bytes_sent += written;
-        if (rc == SL_ERROR) {
-            req->status = req->status ? req->status : 499;
-            sl_conn_close(c);
-            return SL_DONE;
-        }
-        if (rc == SL_AGAIN) {
-            sl_conn_watch(c, c->events | EV_WRITE);
-            sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.send_timeout);
-            return SL_OK;
-        }
+        int rc = client_writev(req, iov, n, &req->osent);
+        if (rc != SL_OK)
+            return rc == SL_AGAIN ? SL_OK : rc;
         if (req->filter_eof || (req->resp_sent == req->resp_scan && !req->resp_done))
             break;
     }
@@ -2237,24 +2258,9 @@ static int client_send(sl_request_t *req)
         iov[n].iov_base = (char *)req->lbody + req->resp_sent;
         iov[n++].iov_len = req->lbody_len - req->resp_sent;
     }
-    size_t written = 0;
-    int rc = n > 0 ? sl_io_writev_all(&c->sock, iov, n, &written) : SL_OK;
-    size_t head_left = req->out->end - req->out_sent;
-    size_t from_head = written < head_left ? written : head_left;
-    req->out_sent += from_head;
-    req->resp_sent += written - from_head;
-    req->bytes_sent += written;
-
-    if (rc == SL_ERROR) {
-        req->status = req->status ? req->status : 499;
-        sl_conn_close(c);
-        return SL_DONE;
-    }
-    if (rc == SL_AGAIN) {
-        sl_conn_watch(c, c->events | EV_WRITE);
-        sl_timer_set(c->w->loop, &c->timer, c->w->cf->server.send_timeout);
-        return SL_OK;
-    }
+    int rc = client_writev(req, iov, n, &req->resp_sent);
+    if (rc != SL_OK)
+        return rc == SL_AGAIN ? SL_OK : rc;
     if (c->events & EV_WRITE)
         sl_conn_watch(c, c->events & ~(unsigned)EV_WRITE);
 
