@@ -2067,7 +2067,7 @@ static int upstream_read(sl_request_t *req)
     if (!req->resp_head_parsed)
         return SL_OK;
     if (req->state != RQ_RESPONDING) {
-        request_timer_set(req, req->service->read_timeout); /* still buffering */
+        request_timer_set(req, read_timeout(req)); /* still buffering */
         return SL_OK;
     }
     if (req->resp_done && req->resp_scan < b->end)
@@ -2232,7 +2232,7 @@ static int client_send_filtered(sl_request_t *req)
         return request_finish(req);
     if (req->up != NULL && !(req->up->events & EV_READ)) {
         sl_upconn_watch(req->up, EV_READ);
-        request_timer_set(req, req->service->read_timeout);
+        request_timer_set(req, read_timeout(req));
     }
     return SL_OK;
 }
