@@ -428,8 +428,6 @@ SL_EXPORT int sl_ffi_http_start(sl_lua_task_t *t, int id, const char *host, size
                                 int port, const char *bytes, size_t len, int method_head,
                                 double timeout, size_t max_size, const char **err)
 {
-    char text[INET6_ADDRSTRLEN];
-
     if (t->phase != SL_PHASE_REWRITE && t->phase != SL_PHASE_ACCESS && t->phase != SL_PHASE_TIMER) {
         *err = "not allowed in this phase";
         return SL_ERROR;
@@ -457,22 +455,7 @@ SL_EXPORT int sl_ffi_http_start(sl_lua_task_t *t, int id, const char *host, size
     hc->fd = -1;
 
     /* An IP literal is used as it is; a name goes to the resolver. */
-    struct sockaddr_in *in4 = (struct sockaddr_in *)&hc->addr;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&hc->addr;
-    int literal = 0;
-    if (hostlen < sizeof(text)) {
-        memcpy(text, host, hostlen);
-        text[hostlen] = '\0';
-        if (inet_pton(AF_INET, text, &in4->sin_addr) == 1) {
-            in4->sin_family = AF_INET;
-            hc->addrlen = sizeof(*in4);
-            literal = 1;
-        } else if (inet_pton(AF_INET6, text, &in6->sin6_addr) == 1) {
-            in6->sin6_family = AF_INET6;
-            hc->addrlen = sizeof(*in6);
-            literal = 1;
-        }
-    }
+    int literal = sl_addr_literal(host, hostlen, port, &hc->addr, &hc->addrlen);
     int rc = SL_OK;
     if (!literal && hostlen < sizeof(hc->host)) {
         memcpy(hc->host, host, hostlen);

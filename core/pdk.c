@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "resolver.h"
 #include "sl_ffi.h"
 #include "sl_lua.h"
 #include "worker.h"
@@ -292,27 +293,6 @@ SL_EXPORT int sl_ffi_service_set_upstream(sl_request_t *r, int index, const char
     return SL_OK;
 }
 
-/* Fills ss with the IPv4 or IPv6 literal text and port; 0 when text is not one. */
-static int parse_literal(const char *text, int port, struct sockaddr_storage *ss, socklen_t *sslen)
-{
-    memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons((uint16_t)port);
-        *sslen = sizeof(*sin);
-        return 1;
-    }
-    if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons((uint16_t)port);
-        *sslen = sizeof(*sin6);
-        return 1;
-    }
-    return 0;
-}
-
 SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_t len,
                                         const char *ip, size_t iplen, int port, const char **err)
 {
@@ -341,13 +321,7 @@ SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_
             *err = "host name too long (63 bytes at most)";
             return SL_ERROR;
         }
-        if (iplen == 0 || iplen >= sizeof(text)) {
-            *err = "invalid address";
-            return SL_ERROR;
-        }
-        memcpy(text, ip, iplen);
-        text[iplen] = '\0';
-        if (!parse_literal(text, port, &ss, &sslen)) {
+        if (!sl_addr_literal(ip, iplen, port, &ss, &sslen)) {
             *err = "invalid address";
             return SL_ERROR;
         }
@@ -361,9 +335,9 @@ SL_EXPORT int sl_ffi_service_set_target(sl_request_t *r, const char *host, size_
         memcpy(text, host, len);
         text[len] = '\0';
         if (len == 9 && strncasecmp(text, "localhost", 9) == 0) {
-            parse_literal("127.0.0.1", port, &ss, &sslen);
+            sl_addr_literal("127.0.0.1", 9, port, &ss, &sslen);
             hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "localhost");
-        } else if (!parse_literal(text, port, &ss, &sslen)) {
+        } else if (!sl_addr_literal(text, strlen(text), port, &ss, &sslen)) {
             return SL_DECLINED;
         } else if (ss.ss_family == AF_INET6) {
             hlen = (size_t)snprintf(hostbuf, sizeof(hostbuf), "[%s]", text);

@@ -433,6 +433,32 @@ int sl_resolver_init(struct ev_loop *loop, const sl_server_conf_t *server, const
     return SL_OK;
 }
 
+int sl_addr_literal(const char *text, size_t len, int port, struct sockaddr_storage *ss,
+                    socklen_t *sslen)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (len == 0 || len >= sizeof(buf))
+        return 0;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, buf, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        *sslen = sizeof(*sin);
+        return 1;
+    }
+    if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        *sslen = sizeof(*sin6);
+        return 1;
+    }
+    return 0;
+}
+
 /* --- blocking lookups, for the master at load ------------------------------------ */
 
 typedef struct {

@@ -34,6 +34,11 @@ int sl_resolve(const char *name, size_t len, struct sockaddr_storage *addr, sock
 /* Forgets a pending lookup: done is never called for it. */
 void sl_resolve_cancel(sl_resolve_t *q);
 
+/* Parses an IPv4 or IPv6 literal (text[0..len), no brackets) into ss with
+ * port. Returns 1, or 0 when text is not an address literal (a name). */
+int sl_addr_literal(const char *text, size_t len, int port, struct sockaddr_storage *ss,
+                    socklen_t *sslen);
+
 /* Resolves name the same way, but blocking, with its own channel: for the
  * master at config load (never on a worker's loop). Fills addrs/lens with
  * every distinct IPv4 and IPv6 address (at most max, port 0) and sets *n.
