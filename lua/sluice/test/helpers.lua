@@ -70,12 +70,24 @@ function _M.read_file(path)
   return s
 end
 
--- A port nothing listens on right now.
+-- Ports free_port handed out in this process: { [port] = true }. The kernel may
+-- give a closed port out again at once, so a spec that asks for a dead upstream's
+-- port and then starts a gateway could otherwise get the same port twice.
+local handed_out = {}
+
+-- A port nothing listens on right now, never one this process was given before.
 function _M.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
+  for _ = 1, 100 do
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    port = tonumber(port)
+    if not handed_out[port] then
+      handed_out[port] = true
+      return port
+    end
+  end
+  error("no free port that was not handed out before")
 end
 
 function _M.wait_port(port, seconds, address)
