@@ -6,7 +6,7 @@ set -eu
 RUN_PKGS="build-essential cmake pkg-config libluajit2-5.1-dev libev-dev libssl-dev lua-cjson
 libhiredis-dev libyaml-dev libpcre2-dev libc-ares-dev lua-busted"
 TEST_PKGS="lua-check lua-socket lua5.1 linux-perf clang clang-format libclang-rt-14-dev redis-server wrk
-nginx-light libnginx-mod-http-lua haproxy curl"
+nginx-light libnginx-mod-http-lua haproxy curl chromium"
 
 pkgs=$RUN_PKGS
 [ "${1:-run}" = test ] && pkgs="$RUN_PKGS $TEST_PKGS"
