@@ -23,6 +23,10 @@
 --                     hash_on_name =, hash_fallback_name = (the header, cookie, query
 --                     argument or capture each one reads, or nil), hash_on_cookie_path =,
 --                     targets = { { host =, port =, weight =, where = } } } },
+--     consumers = { { id =, username =, custom_id =, tags =, where =,
+--                     keyauth_credentials = { credential, ... }, acls = ..., ... } },
+--     credentials = { keyauth_credentials = { plugin = "key-auth", unique = { "key" } } },
+--                   -- the collections whose plugin declared them (daos.lua)
 --   }
 --
 -- `where` strings ("FILE:LINE: PATH") let the C side report what only it can
@@ -35,7 +39,9 @@ local yaml = require("sluice.yaml")
 local plugins = require("sluice.plugins")
 
 local ipairs = ipairs
+local next = next
 local pairs = pairs
+local setmetatable = setmetatable
 local tonumber = tonumber
 local tostring = tostring
 local pcall = pcall
@@ -72,11 +78,15 @@ local _M = {}
 -- identifies them; a consumer's comes from its username (else its custom_id),
 -- so it is the same on every load and every node: a name-based UUID (version
 -- 5, RFC 4122) in sluice's own namespace.
-local function derived_id(name)
-  local h = crypto.hex(crypto.sha1(CONSUMER_NAMESPACE .. name))
+local function derived_id_in(namespace, name)
+  local h = crypto.hex(crypto.sha1(namespace .. name))
   local variant = bit.bor(bit.band(tonumber(str_sub(h, 17, 17), 16), 3), 8)
   return str_sub(h, 1, 8) .. "-" .. str_sub(h, 9, 12) .. "-5" .. str_sub(h, 14, 16) .. "-"
     .. string.format("%x", variant) .. str_sub(h, 18, 20) .. "-" .. str_sub(h, 21, 32)
+end
+
+local function derived_id(name)
+  return derived_id_in(CONSUMER_NAMESPACE, name)
 end
 
 local function consumer_id(username, custom_id)
@@ -1029,11 +1039,20 @@ local upstream_schema = {
   check = check_hashing,
 }
 
--- Credentials belong to the auth plugins, which come later: until then each
--- collection is kept as written (a list of mappings) on its consumer, so that
--- Kong files load and those plugins find them where Kong keeps them.
+-- Credentials belong to the auth plugins, in Kong's collections. The plugin
+-- that owns a collection (CREDENTIAL_OWNERS) declares its entity schema in its
+-- daos.lua; its credentials are checked with it and normalized. A collection
+-- whose plugin is not available (hmac-auth, oauth2) is kept as written (a list
+-- of mappings) on its consumer, so that Kong files still load.
 local CREDENTIALS = { "keyauth_credentials", "basicauth_credentials", "hmacauth_credentials",
                       "jwt_secrets", "oauth2_credentials", "acls" }
+local CREDENTIAL_OWNERS = {
+  keyauth_credentials = "key-auth", basicauth_credentials = "basic-auth",
+  hmacauth_credentials = "hmac-auth", jwt_secrets = "jwt", oauth2_credentials = "oauth2",
+  acls = "acl",
+}
+-- The namespace of the ids sluice derives for credentials that have none.
+local CREDENTIAL_NAMESPACE = "\x51\xc2\x0e\x8d\x3b\x7f\x46\x90\xa1\x6e\x24\xd9\x05\xbb\x73\x1c"
 
 local function check_mapping(v)
   if type(v) ~= "table" or v[1] ~= nil then
@@ -1060,7 +1079,8 @@ local function credential_list(top_level)
       end
       return true
     end },
-    description = "Kept as written for the auth plugins; not checked yet.",
+    description = "Checked with the entity schema of the plugin that owns the collection "
+      .. "(its daos.lua) when that plugin is available; kept as written otherwise.",
   }
 end
 
@@ -1304,6 +1324,131 @@ local function compile_route(r, route, keys, format)
   return out
 end
 
+-- The fields every credential has besides its plugin's own (daos.lua), as Kong
+-- gives them to every entity that belongs to a consumer.
+local CREDENTIAL_BASE_FIELDS = {
+  { id = { type = "string", uuid = true,
+           description = "A UUID; derived from the consumer and the credential when absent." } },
+  { consumer = { type = "any", description = "The consumer (top-level credentials only)." } },
+  { tags = TAGS },
+  { created_at = TIMESTAMP },
+}
+
+-- Entity schemas of credential collections, by the daos table they came from.
+local dao_schemas = setmetatable({}, { __mode = "k" })
+
+-- The record a credential of a plugin's dao is checked with: the base fields,
+-- then the dao's own, with its checks.
+local function dao_schema(daos, kind)
+  local dao = daos[kind]
+  local cache = dao_schemas[daos]
+  if not cache then
+    cache = {}
+    dao_schemas[daos] = cache
+  end
+  if not cache[kind] then
+    local fields = {}
+    for i, f in ipairs(CREDENTIAL_BASE_FIELDS) do
+      fields[i] = f
+    end
+    for _, f in ipairs(dao.fields or {}) do
+      fields[#fields + 1] = f
+    end
+    cache[kind] = { type = "record", fields = fields, check = dao.check,
+                    entity_checks = dao.entity_checks, shorthand_fields = dao.shorthand_fields }
+  end
+  return cache[kind]
+end
+
+-- Checks and normalizes the credentials with the entity schema of the plugin
+-- that owns their collection, and puts them on their consumers. A normalized
+-- credential is its plugin's fields with their defaults, plus id, consumer =
+-- { id = }, tags and created_at (Kong's shape); fields marked unique in the
+-- dao may not repeat within the collection. dao.transform(credential) may
+-- rewrite one at load (basic-auth hashes passwords): it returns the credential,
+-- or nil and a message reported at the credential.
+local function compile_credentials(r, pending, out)
+  local seen = {} -- seen[kind][field][value] = keys of the first
+  local counts = {} -- counts[consumer][kind]: how many so far, for derived ids
+  local owners = {} -- owners[kind] = the plugin, or false when it is not available
+  for _, p in ipairs(pending) do
+    local kind, cred, consumer = p.kind, p.cred, p.consumer
+    local plugin = owners[kind]
+    if plugin == nil then
+      plugin = plugins.load(CREDENTIAL_OWNERS[kind]) or false
+      owners[kind] = plugin
+    end
+    local daos = plugin and plugin.daos
+    if type(cred) ~= "table" then -- luacheck: ignore 542
+      -- the document schema reported it
+    elseif not (daos and daos[kind]) then
+      consumer[kind][#consumer[kind] + 1] = cred
+    else
+      local s = dao_schema(daos, kind)
+      if not out.credentials[kind] then
+        local unique_fields = {}
+        for _, f in ipairs(s.fields) do
+          local name, def = next(f)
+          if def.unique then
+            unique_fields[#unique_fields + 1] = name
+          end
+        end
+        out.credentials[kind] = { plugin = plugin.name, unique = unique_fields }
+      end
+      local ok, valid, errors = pcall(schema.validate, s, cred, schema.path_of(p.keys), p.keys)
+      if not ok then
+        r.add(p.keys, "plugin '" .. plugin.name .. "' has an invalid daos.lua: "
+          .. tostring(valid))
+        valid = nil
+      end
+      for _, e in ipairs(errors or {}) do
+        r.add(e.keys, e.message, e.path)
+      end
+      local transform = daos[kind].transform
+      if valid and transform then
+        local transformed, err = transform(valid)
+        if not transformed then
+          r.add(p.keys, err)
+        end
+        valid = transformed
+      end
+      if valid then
+        local of = counts[consumer] or {}
+        counts[consumer] = of
+        local n = (of[kind] or 0) + 1
+        of[kind] = n
+        if valid.id == nil then
+          valid.id = derived_id_in(CREDENTIAL_NAMESPACE, kind .. ":" .. consumer.id .. ":" .. n)
+        end
+        valid.consumer = { id = consumer.id }
+        local clean = true
+        for _, f in ipairs(s.fields) do
+          local name, def = next(f)
+          local v = valid[name]
+          if def.unique and v ~= nil then
+            local by_field = seen[kind] or {}
+            seen[kind] = by_field
+            local by_value = by_field[name] or {}
+            by_field[name] = by_value
+            local first = by_value[v]
+            if first then
+              -- The value may be a secret (a key): it is not repeated.
+              r.add(copy_keys(p.keys, name), "duplicate " .. kind .. " " .. name
+                .. " (also " .. r.describe(first) .. ")")
+              clean = false
+            else
+              by_value[v] = p.keys
+            end
+          end
+        end
+        if clean then
+          consumer[kind][#consumer[kind] + 1] = valid
+        end
+      end
+    end
+  end
+end
+
 -- Builds the normalized config from the validated (possibly partial, when
 -- schema errors were found) document, adding cross-entity errors to r.
 local function compile(r, doc, file)
@@ -1315,6 +1460,7 @@ local function compile(r, doc, file)
     routes = {},
     upstreams = {},
     consumers = {},
+    credentials = {},
   }
 
   -- Server: parse what the schema checked.
@@ -1460,6 +1606,8 @@ local function compile(r, doc, file)
   -- written (nested ones, then top-level ones naming their consumer).
   local consumer_by_id, consumer_by_username, consumer_by_custom_id = {}, {}, {}
   local consumers = {}
+  -- Credentials in file order, nested ones first: { kind =, cred =, consumer =, keys = }.
+  local pending = {}
   local function claim(index, key, entry, keys, field, what)
     if key == nil then
       return true
@@ -1483,7 +1631,13 @@ local function compile(r, doc, file)
         where = r.where(keys),
       }
       for _, name in ipairs(CREDENTIALS) do
-        entry[name] = c[name] or {}
+        entry[name] = {}
+        for j, cred in ipairs(c[name] or {}) do
+          if cred then
+            pending[#pending + 1] = { kind = name, cred = cred, consumer = entry,
+                                      keys = { "consumers", i, name, j } }
+          end
+        end
       end
       -- A derived id repeats exactly when the username (or custom_id) does:
       -- that one error is enough.
@@ -1516,7 +1670,7 @@ local function compile(r, doc, file)
       if type(cred) == "table" and cred.consumer ~= nil and cred.consumer ~= NULL then
         local entry, ref = find_consumer(cred.consumer)
         if entry then
-          entry[name][#entry[name] + 1] = cred
+          pending[#pending + 1] = { kind = name, cred = cred, consumer = entry, keys = { name, i } }
         else
           r.add({ name, i, "consumer" }, "no consumer with username or id " .. quote(ref))
         end
@@ -1529,6 +1683,7 @@ local function compile(r, doc, file)
   -- ordered. An instance names the scopes it is not nested in (route:,
   -- service:, consumer:); one whose reference is unknown is left out.
   plugins.set_paths(type(server) == "table" and server.plugin_paths or nil)
+  compile_credentials(r, pending, out)
   local instances = {}
   local route_by_name, route_by_id = {}, {}
   local function resolve_scope(p, pkeys, scope)

@@ -1,12 +1,21 @@
--- consumers.lua: the consumers of the loaded config, looked up by id or username.
+-- consumers.lua: the consumers of the loaded config and their credentials, indexed at load.
 --
--- The runner hands it the normalized config's consumers (config.lua) when it
--- builds the chains; sluice.client.load_consumer and the auth plugins read it.
--- A consumer there is { id =, username =, custom_id =, tags =, created_at =,
--- updated_at =, where =, keyauth_credentials = { ... }, ... }, shared by
--- every request: what leaves this module for a plugin is a copy.
+-- The runner hands it the normalized config's consumers and credential
+-- collections (config.lua) when it builds the chains;
+-- sluice.client.load_consumer and sluice.db (the auth plugins' lookups) read
+-- it. A consumer there is { id =, username =, custom_id =, tags =,
+-- created_at =, updated_at =, where =, keyauth_credentials = { ... }, ... },
+-- shared by every request: what leaves this module as a consumer is a copy.
+-- Credentials leave as they are, shared, as Kong's cache hands them out.
 
+local error = error
+local getmetatable = getmetatable
 local ipairs = ipairs
+local pairs = pairs
+local rawset = rawset
+local setmetatable = setmetatable
+local type = type
+local str_match = string.match
 
 local _M = {}
 
@@ -14,13 +23,44 @@ local _M = {}
 -- case-sensitive, as in Kong).
 local by_id, by_username = {}, {}
 
--- Indexes the consumers of a normalized config (nil: none).
-function _M.init(list)
-  by_id, by_username = {}, {}
+-- The credential collections whose plugin declared them:
+-- collections[kind] = { by_id = { [id] = credential },
+--                       unique = { [field] = { [value] = credential } },
+--                       list = { credential, ... } } (file order).
+local collections = {}
+
+-- sluice.db's objects, one per collection: daos[kind] = dao (see below).
+local daos = {}
+
+-- Indexes the consumers of a normalized config (nil: none) and the
+-- credentials of the collections in kinds (config.credentials: { [kind] = {
+-- unique = { field, ... } } }, nil: none). O(credentials); every lookup after
+-- it is O(1).
+function _M.init(list, kinds)
+  by_id, by_username, collections, daos = {}, {}, {}, {}
+  for kind, k in pairs(kinds or {}) do
+    local unique = {}
+    for _, field in ipairs(k.unique) do
+      unique[field] = {}
+    end
+    collections[kind] = { by_id = {}, unique = unique, list = {} }
+  end
   for _, c in ipairs(list or {}) do
     by_id[c.id] = c
     if c.username then
       by_username[c.username] = c
+    end
+    for kind, coll in pairs(collections) do
+      for _, cred in ipairs(c[kind] or {}) do
+        coll.by_id[cred.id] = cred
+        coll.list[#coll.list + 1] = cred
+        for field, index in pairs(coll.unique) do
+          local v = cred[field]
+          if v ~= nil then
+            index[v] = cred
+          end
+        end
+      end
     end
   end
 end
@@ -55,6 +95,96 @@ end
 function _M.credentials(id, kind)
   local c = by_id[id]
   return c and c[kind]
+end
+
+-- sluice.db.NAME: read-only access to one credential collection, with the
+-- method names of Kong's DAOs (kong.db.NAME) so that Kong plugins port as
+-- they are. Every method answers from the indexes built at load.
+local Dao = {}
+
+local function check_self(self, fname)
+  if getmetatable(self) ~= Dao then
+    error("bad argument #1 to '" .. fname .. "' (call it as sluice.db.NAME:" .. fname
+      .. "(...))", 3)
+  end
+end
+
+local function pk_of(pk, fname)
+  local t = type(pk)
+  if t == "table" then
+    pk = pk.id
+    t = type(pk)
+  end
+  if t ~= "string" then
+    error("bad argument #2 to '" .. fname .. "' (an id or { id = ID } expected, got "
+      .. t .. ")", 3)
+  end
+  return pk
+end
+
+-- dao:select(pk): the credential with this id (pk a string or { id = }), or nil.
+function Dao.select(self, pk)
+  check_self(self, "select")
+  return collections[self.kind].by_id[pk_of(pk, "select")]
+end
+
+-- dao:each_for_consumer(consumer_pk): an iterator over the consumer's
+-- credentials of this collection, in file order (for row in dao:each_for_consumer(c)).
+function Dao.each_for_consumer(self, consumer_pk)
+  check_self(self, "each_for_consumer")
+  local c = by_id[pk_of(consumer_pk, "each_for_consumer")]
+  local list = c and c[self.kind] or {}
+  local i = 0
+  return function()
+    i = i + 1
+    return list[i]
+  end
+end
+
+-- dao:each(): an iterator over every credential of this collection, in file order.
+function Dao.each(self)
+  check_self(self, "each")
+  local list = collections[self.kind].list
+  local i = 0
+  return function()
+    i = i + 1
+    return list[i]
+  end
+end
+
+-- dao:select_by_FIELD(value) for every field the plugin's daos.lua marks
+-- unique: the credential whose FIELD is value, or nil.
+Dao.__index = function(self, name)
+  local m = Dao[name]
+  if m and name ~= "__index" then
+    return m
+  end
+  local field = type(name) == "string" and str_match(name, "^select_by_(.+)$")
+  local index = field and collections[self.kind].unique[field]
+  if not index then
+    return nil
+  end
+  local fname = name
+  local f = function(dao, value)
+    check_self(dao, fname)
+    if value == nil then
+      error("bad argument #2 to '" .. fname .. "' (a value expected, got nil)", 2)
+    end
+    return index[value]
+  end
+  rawset(self, name, f)
+  return f
+end
+
+-- The sluice.db object of collection kind, or nil when no loaded plugin
+-- declared it.
+function _M.dao(kind)
+  local d = daos[kind]
+  if d == nil and collections[kind] then
+    d = setmetatable({ kind = kind }, Dao)
+    daos[kind] = d
+  end
+  return d
 end
 
 return _M

@@ -1823,7 +1823,14 @@ function router.get_service()
   return route and route.service_entity
 end
 
+-- sluice.db.NAME: the credential collections the auth plugins declared
+-- (consumers.lua); nil for any other name.
+local db = setmetatable({}, { __index = function(_, kind)
+  return consumers.dao(kind)
+end })
+
 _M.sluice = {
+  db = db,
   request = request,
   router = router,
   response = response,

@@ -2,7 +2,9 @@
 --
 -- A plugin is a folder NAME/ holding handler.lua (returns the handler table)
 -- and schema.lua (returns its config schema: a record schema, or Kong's shape
--- { name = ..., fields = { { config = RECORD } } }). Sibling modules load as
+-- { name = ..., fields = { { config = RECORD } } }); an auth plugin may add
+-- daos.lua, the entity schemas of the credentials it owns ({ keyauth_credentials
+-- = { fields = ..., transform = }, ... }, see config.lua). Sibling modules load as
 -- require("sluice.plugins.NAME.MODULE") from NAME/MODULE.lua.
 
 local paths = require("sluice.paths")
@@ -25,7 +27,7 @@ local _M = {}
 -- Folders searched, user folders first; set by _M.set_paths at config load.
 local search = { paths.plugins }
 
--- Loaded plugins, by name: { name =, dir =, handler =, schema = }.
+-- Loaded plugins, by name: { name =, dir =, handler =, schema =, daos = }.
 local loaded = {}
 
 local function exists(file)
@@ -85,7 +87,7 @@ local function config_schema(s)
   return nil
 end
 
--- Returns the plugin { name, dir, handler, schema } or nil, err.
+-- Returns the plugin { name, dir, handler, schema, daos } or nil, err.
 function _M.load(name)
   if type(name) ~= "string" then
     error("bad argument #1 to 'load' (string expected, got " .. type(name) .. ")", 2)
@@ -123,7 +125,16 @@ function _M.load(name)
   if type(handler.PRIORITY) ~= "number" then
     return nil, "plugin '" .. name .. "': handler.lua needs a numeric PRIORITY"
   end
-  p = { name = name, dir = dir, handler = handler, schema = schema }
+  local daos
+  if exists(dir .. "/daos.lua") then
+    local d, derr = run_file(dir .. "/daos.lua")
+    if type(d) ~= "table" then
+      return nil, "plugin '" .. name .. "': daos.lua "
+        .. (derr and ("failed: " .. derr) or "must return a table of entity schemas")
+    end
+    daos = d
+  end
+  p = { name = name, dir = dir, handler = handler, schema = schema, daos = daos }
   loaded[name] = p
   return p
 end

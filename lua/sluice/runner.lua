@@ -307,7 +307,7 @@ end
 -- 1..n, its global rewrite chain is set 0. Returns build's info.
 function _M.init(cfg)
   consumer_scoped = {}
-  consumers.init(cfg.consumers)
+  consumers.init(cfg.consumers, cfg.credentials)
   pdk.set_upstreams(cfg.upstreams)
   local built, rewrite, used, info = build(cfg)
   routes, rewrite_chain, in_use = built, rewrite, used

@@ -19,7 +19,9 @@
 -- schema), record (fields = ...), any.
 --
 -- Attributes (every type): required, default (deep-copied, then normalized
--- like any input), description, nullable, one_of, not_one_of,
+-- like any input), description, nullable, one_of, not_one_of, unique (in a
+-- plugin's daos.lua: no two entities of the collection share the value; the
+-- config loader checks it and sluice.db indexes it; validate ignores it),
 -- custom = function(value) -> true | nil, err, normalize = function(value) ->
 -- value (runs right after the type check, before the other attributes).
 -- Strings: len_eq, len_min, len_max, match, match_all, match_any, match_none,
@@ -81,7 +83,7 @@ local TYPE_NAMES = {
 
 local COMMON_ATTRS = {
   type = true, required = true, default = true, description = true, nullable = true,
-  custom = true, normalize = true, one_of = true, not_one_of = true,
+  custom = true, normalize = true, one_of = true, not_one_of = true, unique = true,
 }
 
 local TYPE_ATTRS = {
