@@ -89,6 +89,25 @@ function _M.entity(c)
            created_at = c.created_at, updated_at = c.updated_at }
 end
 
+-- entities[consumer] = the consumer's shared entity (see shared_entity).
+local entities = setmetatable({}, { __mode = "k" })
+
+-- The consumer with this id or username as an entity (entity's shape), built
+-- once per consumer and config load and shared by every caller: for the auth
+-- plugins, which must not allocate per request. nil when there is none.
+function _M.shared_entity(id_or_username)
+  local c = by_id[id_or_username] or by_username[id_or_username]
+  if not c then
+    return nil
+  end
+  local e = entities[c]
+  if not e then
+    e = _M.entity(c)
+    entities[c] = e
+  end
+  return e
+end
+
 -- The credentials of one kind ("keyauth_credentials", "acls", ...) of the
 -- consumer with this id, as the config wrote them, or nil when there is no
 -- such consumer. For the auth plugins; the list is shared: do not change it.
