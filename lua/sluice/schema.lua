@@ -30,7 +30,9 @@
 -- function(record) -> true | nil, err [, err_path], entity_checks = {
 -- { at_least_one_of = { names } }, { only_one_of = ... },
 -- { mutually_exclusive = ... } }, shorthand_fields = { { url = { type =
--- "string", func = function(value) -> { field = value, ... } | nil, err } } }.
+-- "string", func = function(value) -> { field = value, ... } | nil, err } } }
+-- (shorthands that return a table for the same record field are merged, so
+-- flat redis_host and redis_port can fill redis = { host, port }).
 --
 -- A schema with an unknown attribute or a malformed one is a programming
 -- error: validate raises it. A value with an unknown field, a wrong type or a
@@ -793,8 +795,15 @@ local function expand_shorthands(s, v, path, ctx)
           add_error(ctx, spath, ok and (err or "invalid value") or tostring(fields))
         else
           for k, x in pairs(fields) do
+            local prev = expanded[k]
             if v[k] ~= nil and v[k] ~= NULL then
               add_error(ctx, spath, "cannot be combined with '" .. k .. "': give one or the other")
+            elseif type(prev) == "table" and type(x) == "table" then
+              -- Two shorthands filling one record (Kong's flat redis_host
+              -- and redis_port for redis.host and redis.port): merge them.
+              for rk, rx in pairs(x) do
+                prev[rk] = rx
+              end
             else
               expanded[k], from[k] = x, name
             end
