@@ -26,6 +26,7 @@ local tostring = tostring
 local type = type
 local math_floor = math.floor
 local str_byte = string.byte
+local str_char = string.char
 local str_find = string.find
 local bit_band = bit.band
 local bit_bor = bit.bor
@@ -93,6 +94,7 @@ int EVP_MAC_final(EVP_MAC_CTX *ctx, unsigned char *out, size_t *outl, size_t out
 BIO *BIO_new_mem_buf(const void *buf, int len);
 int BIO_free(BIO *a);
 EVP_PKEY *PEM_read_bio_PUBKEY(BIO *bp, EVP_PKEY **x, pem_password_cb *cb, void *u);
+EVP_PKEY *d2i_PUBKEY(EVP_PKEY **a, const unsigned char **pp, long length);
 EVP_PKEY *PEM_read_bio_PrivateKey(BIO *bp, EVP_PKEY **x, pem_password_cb *cb, void *u);
 X509 *PEM_read_bio_X509(BIO *bp, X509 **x, pem_password_cb *cb, void *u);
 EVP_PKEY *X509_get_pubkey(X509 *x);
@@ -989,3 +991,142 @@ function _M._cache_counts()
 end
 
 return _M
+-- JWK public keys -------------------------------------------------------------------
+
+-- DER pieces of a SubjectPublicKeyInfo: the algorithm identifiers by JWK key
+-- type and curve, and the size of a coordinate on each curve.
+local OID_RSA = "\6\9\42\134\72\134\247\13\1\1\1\5\0" -- rsaEncryption, NULL
+local OID_EC = "\6\7\42\134\72\206\61\2\1" -- id-ecPublicKey
+local EC_CURVES = {
+  ["P-256"] = { oid = "\6\8\42\134\72\206\61\3\1\7", size = 32 },
+  ["P-384"] = { oid = "\6\5\43\129\4\0\34", size = 48 },
+  ["P-521"] = { oid = "\6\5\43\129\4\0\35", size = 66 },
+}
+local OKP_CURVES = {
+  Ed25519 = { oid = "\6\3\43\101\112", size = 32 },
+  Ed448 = { oid = "\6\3\43\101\113", size = 57 },
+}
+
+-- A DER element: tag, length, content.
+local function der(tag, content)
+  local n = #content
+  local len
+  if n < 0x80 then
+    len = str_char(n)
+  elseif n < 0x100 then
+    len = str_char(0x81, n)
+  else
+    len = str_char(0x82, bit_rshift(n, 8), bit_band(n, 0xff))
+  end
+  return str_char(tag) .. len .. content
+end
+
+-- The DER INTEGER of a big-endian unsigned magnitude.
+local function der_uint(bytes)
+  local i = 1
+  while i < #bytes and str_byte(bytes, i) == 0 do
+    i = i + 1
+  end
+  bytes = bytes:sub(i)
+  if str_byte(bytes, 1) >= 0x80 then
+    bytes = "\0" .. bytes
+  end
+  return der(0x02, bytes)
+end
+
+local function spki(algorithm, public_key)
+  return der(0x30, der(0x30, algorithm) .. der(0x03, "\0" .. public_key))
+end
+
+-- The base64url member name of jwk, decoded; nil, err when it is missing or
+-- not base64url.
+local function jwk_bytes(jwk, name)
+  local v = jwk[name]
+  if type(v) ~= "string" or v == "" then
+    return nil, "invalid JWK: '" .. name .. "' missing"
+  end
+  local raw = b64_decode(v, DEC_URL, false, "base64url")
+  if not raw then
+    return nil, "invalid JWK: '" .. name .. "' is not base64url"
+  end
+  return raw
+end
+
+-- The SubjectPublicKeyInfo DER of a JWK, and the key type it must load as.
+local function jwk_der(jwk)
+  local kty = jwk.kty
+  if kty == "RSA" then
+    local n, err = jwk_bytes(jwk, "n")
+    if not n then
+      return nil, err
+    end
+    local e
+    e, err = jwk_bytes(jwk, "e")
+    if not e then
+      return nil, err
+    end
+    return spki(OID_RSA, der(0x30, der_uint(n) .. der_uint(e))), "RSA"
+  elseif kty == "EC" then
+    local curve = EC_CURVES[jwk.crv]
+    if not curve then
+      return nil, "invalid JWK: unsupported EC curve '" .. tostring(jwk.crv) .. "'"
+    end
+    local x, err = jwk_bytes(jwk, "x")
+    if not x then
+      return nil, err
+    end
+    local y
+    y, err = jwk_bytes(jwk, "y")
+    if not y then
+      return nil, err
+    end
+    if #x ~= curve.size or #y ~= curve.size then
+      return nil, "invalid JWK: 'x' and 'y' must be " .. curve.size .. " bytes on " .. jwk.crv
+    end
+    return spki(OID_EC .. curve.oid, "\4" .. x .. y), jwk.crv
+  elseif kty == "OKP" then
+    local curve = OKP_CURVES[jwk.crv]
+    if not curve then
+      return nil, "invalid JWK: unsupported OKP curve '" .. tostring(jwk.crv) .. "'"
+    end
+    local x, err = jwk_bytes(jwk, "x")
+    if not x then
+      return nil, err
+    end
+    if #x ~= curve.size then
+      return nil, "invalid JWK: 'x' must be " .. curve.size .. " bytes on " .. jwk.crv
+    end
+    return spki(curve.oid, x), jwk.crv
+  end
+  return nil, "invalid JWK: unsupported key type '" .. tostring(kty) .. "'"
+end
+
+local der_ptr = ffi_new("const unsigned char *[1]")
+
+-- crypto.load_jwk(jwk) -> public key | nil, "invalid JWK: ..."
+-- jwk: a decoded JSON Web Key (RFC 7517/7518/8037) table: kty RSA (n, e), EC
+-- (crv P-256/P-384/P-521, x, y) or OKP (crv Ed25519/Ed448, x). Private
+-- members (d, p, q, ...) are ignored: the key is the public half. The JWK's
+-- alg, use and kid are not looked at; the caller decides what they allow.
+-- OpenSSL checks the key (an EC point must be on its curve).
+function _M.load_jwk(jwk)
+  if type(jwk) ~= "table" then
+    bad_argument(1, "load_jwk", "table", jwk)
+  end
+  local bytes, want = jwk_der(jwk)
+  if not bytes then
+    return nil, want
+  end
+  der_ptr[0] = ffi_cast(u8_ptr_t, bytes)
+  local pkey = C.d2i_PUBKEY(nil, der_ptr, #bytes)
+  if pkey == nil then
+    return nil, openssl_error("invalid JWK: ")
+  end
+  C.ERR_clear_error()
+  local key = new_key(pkey, false)
+  if KIND_NAMES[key.kind] ~= want then
+    return nil, "invalid JWK: not a " .. want .. " key"
+  end
+  return key
+end
+
