@@ -17,7 +17,10 @@ local PLAIN_ORIGIN = "^[%w%.:/%-]+$"
 local DEFAULT_PORTS = { http = "80", https = "443" }
 -- How many distinct request origins each config remembers the verdict for;
 -- past this the memo starts over (a client can send any Origin it likes).
+-- Longer origins than MEMO_MAX_LEN (no real one is: a host name is at most
+-- 253 bytes) are matched every time, so the memo stays under ~300 KB.
 local MEMO_SIZE = 1024
+local MEMO_MAX_LEN = 300
 
 local _M = {}
 
@@ -173,11 +176,13 @@ function _M.allowed(p, origin)
       end
     end
   end
-  if p.memo_n >= MEMO_SIZE then
-    p.memo, p.memo_n = {}, 0
+  if #origin <= MEMO_MAX_LEN then
+    if p.memo_n >= MEMO_SIZE then
+      p.memo, p.memo_n = {}, 0
+    end
+    p.memo[origin] = verdict
+    p.memo_n = p.memo_n + 1
   end
-  p.memo[origin] = verdict
-  p.memo_n = p.memo_n + 1
   return verdict
 end
 

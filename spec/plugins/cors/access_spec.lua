@@ -219,6 +219,12 @@ describe("plugin: cors (access)", function()
       end
       assert.is_true(pol.memo_n <= 1024)
       assert.is_true(policy.allowed(pol, "https://7.example.com"))
+      -- Over-long origins are matched, never remembered.
+      local long = "https://" .. ("1"):rep(400) .. ".example.com"
+      local n = pol.memo_n
+      assert.is_true(policy.allowed(pol, long))
+      assert.is_false(policy.allowed(pol, long .. ".evil"))
+      assert.equal(n, pol.memo_n)
     end)
   end)
 
