@@ -734,6 +734,10 @@ local server_schema = {
                         description = "Hosts file read before asking DNS." } },
     { dns_valid_ttl = server_duration("0s", 0,
         "Overrides every record's TTL; 0 keeps each record's own.") },
+    { dns_min_ttl = server_duration("1s", 1000,
+        "Shortest time an answer is kept: a record's lower TTL counts as this.") },
+    { dns_max_ttl = server_duration("1h", 1000,
+        "Longest time an answer is kept before the name is asked for again.") },
     { dns_stale_ttl = server_duration("4s", 0,
         "How long an expired answer is still used while it is refreshed.") },
     { dns_not_found_ttl = server_duration("30s", 0,
@@ -741,6 +745,12 @@ local server_schema = {
     { dns_error_ttl = server_duration("1s", 0,
         "How long a failed lookup (server error, timeout) is remembered.") },
   },
+  check = function(s)
+    if s.dns_min_ttl > s.dns_max_ttl then
+      return nil, "must not be more than dns_max_ttl", "dns_min_ttl"
+    end
+    return true
+  end,
 }
 
 local function route_fields(top_level)
@@ -1840,8 +1850,9 @@ local function compile(r, doc, file)
     end
   end
 
-  -- Dicts a plugin in use declares (handler.SHARED_DICTS = { name = bytes }),
-  -- unless server.shared_dicts names them already: the user's size wins.
+  -- Dicts a plugin in use declares (handler.SHARED_DICTS = { name = bytes },
+  -- or a function of the instance's config returning one: a dict the config
+  -- names), unless server.shared_dicts names them already: the user's size wins.
   if type(server) == "table" and type(server.shared_dicts) == "table" then
     local have, added = {}, false
     for _, d in ipairs(server.shared_dicts) do
@@ -1850,6 +1861,9 @@ local function compile(r, doc, file)
     for _, p in ipairs(out.plugins) do
       local plugin = plugins.load(p.name)
       local wanted = plugin and plugin.handler.SHARED_DICTS
+      if type(wanted) == "function" then
+        wanted = wanted(p.config)
+      end
       for name, size in pairs(type(wanted) == "table" and wanted or {}) do
         if not have[name] then
           have[name], added = true, true
