@@ -41,7 +41,7 @@ end
 
 local lib = ffi.C
 if not pcall(function() return lib.pcre2_compile_8 end) then
-  lib = ffi.load("pcre2-8.so.0")
+  lib = ffi.load("libpcre2-8.so.0")
 end
 
 local _M = {}
