@@ -233,7 +233,8 @@ end
 
 -- Connects (or takes a pooled connection): opts = { host = an IP address or
 -- a name (default 127.0.0.1; names go through the worker's DNS cache),
--- port = 6379, password =, database = 0, timeout = seconds (1) }.
+-- port = 6379, password =, username = (with password), database = 0,
+-- timeout = seconds (1) }.
 -- The pool is keyed by host and port: AUTH and SELECT run on new connections
 -- only, so one server is used with one password and database.
 function _M.connect(opts)
@@ -277,7 +278,13 @@ function _M.connect(opts)
   end
   if fresh then
     if opts.password then
-      local ok, err = self:command("AUTH", opts.password)
+      -- With a username, Redis 6's ACL form: AUTH username password.
+      local ok, err
+      if opts.username then
+        ok, err = self:command("AUTH", opts.username, opts.password)
+      else
+        ok, err = self:command("AUTH", opts.password)
+      end
       if not ok then
         self:close()
         return nil, "redis AUTH failed: " .. tostring(err)

@@ -85,8 +85,9 @@ local IDENTIFY = {
 -- Per worker, per config: what its requests need, made once (configure, or
 -- the first request): { n, [i] = { period, limit, limit_s, tag,
 -- header_limit, header_remaining } for each configured window (second
--- first), sliding, identify, count (the policy's), where (for errors), and
--- the per-request arrays windows.frame and the policies fill (SCRATCH) }.
+-- first), sliding, identify, counter (the policy's count), where (for
+-- errors), and the per-request arrays windows.frame and the policies fill
+-- (SCRATCH) }.
 local plans = setmetatable({}, { __mode = "k" })
 -- Per worker, per config: the key prefix of its counters, which names the
 -- instance as Kong's keys do (the route and service it is attached to).
@@ -113,10 +114,10 @@ local function plan_of(conf)
   end
   if conf.policy == "redis" then
     redis_policy.prepare(plan, conf)
-    plan.count = redis_policy.count
+    plan.counter = redis_policy.count
   else
     plan.where = "shared dict '" .. local_policy.DICT .. "'"
-    plan.count = local_policy.count
+    plan.counter = local_policy.count
   end
   plans[conf] = plan
   return plan
@@ -209,7 +210,7 @@ function RateLimiting.access(_, conf)
   local kind, id = plan.identify(conf)
   local base = (prefixes[conf] or prefix_of(conf)) .. kind .. id
   local now = sluice.now()
-  local refused, err = plan.count(plan, base, now)
+  local refused, err = plan.counter(plan, base, now)
   if not refused then
     log_failure(plan, err, now, conf.fault_tolerant)
     if conf.fault_tolerant then
