@@ -20,6 +20,7 @@ local plugins = require("sluice.plugins")
 local runner = require("sluice.runner")
 local pdk = require("sluice.pdk")
 local inproc = require("sluice.inproc")
+local consumers = require("sluice.consumers")
 local cjson = require("cjson.safe")
 local ffi = require("ffi")
 
@@ -59,6 +60,9 @@ end
 -- Context numbers of in-process requests (the test VM runs no worker, so
 -- they cannot meet a proxied request's).
 local seq = 0
+-- The t.plugin whose opts.consumers sluice.db and the consumer lookups
+-- answer from (one set at a time: :run switches to its own).
+local consumers_of
 
 local Plugin = {}
 Plugin.__index = Plugin
@@ -184,12 +188,16 @@ function _M.new(name, conf, opts)
     server = { plugin_paths = opts.plugin_paths, trusted_ips = opts.trusted_ips },
     services = { service },
     plugins = { { name = name, config = conf or {} } },
+    consumers = opts.consumers,
   }
   local cfg, text = config.validate(doc, nil, "t.plugin")
   if not cfg then
     error("t.plugin: " .. text, 2)
   end
   open_dicts(cfg.server.shared_dicts)
+  if opts.consumers then
+    consumers.init(cfg.consumers, cfg.credentials)
+  end
   local info, used = runner.add(cfg)
   local handle = inproc.new(cfg, info)
   for pname, u in pairs(used) do
@@ -203,8 +211,13 @@ function _M.new(name, conf, opts)
       end
     end
   end
-  return setmetatable({ name = name, handle = handle, config = cfg.plugins[1].config,
-                        handler = used[name].handler }, Plugin)
+  local obj = setmetatable({ name = name, handle = handle, config = cfg.plugins[1].config,
+                            handler = used[name].handler }, Plugin)
+  if opts.consumers then
+    obj.cfg = cfg
+    consumers_of = obj
+  end
+  return obj
 end
 
 -- Runs one request through the plugin: opts = { method = "GET", path = "/",
@@ -256,6 +269,10 @@ function Plugin:run(opts)
   end
   local uraw = concat(ulines, "\r\n") .. "\r\n\r\n" .. ubody
 
+  if self.cfg and consumers_of ~= self then
+    consumers.init(self.cfg.consumers, self.cfg.credentials)
+    consumers_of = self
+  end
   seq = seq + 1
   -- As if an earlier plugin had called sluice.client.authenticate(consumer,
   -- credential): sluice.client.get_consumer/get_credential see them.
