@@ -521,8 +521,13 @@ function Conn:read_response(head_request)
     end
     body = concat(parts)
   elseif headers["content-length"] then
-    local rerr
-    body, rerr = self.sock:receive(tonumber(headers["content-length"]))
+    -- A zero length reads nothing: luasocket's receive(0) on a connection
+    -- the server closed (Connection: close) would report it closed.
+    local length, rerr = tonumber(headers["content-length"])
+    body = ""
+    if length > 0 then
+      body, rerr = self.sock:receive(length)
+    end
     if not body then
       return nil, "truncated body: " .. tostring(rerr)
     end
