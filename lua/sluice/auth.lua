@@ -104,4 +104,23 @@ function _M.fail(conf, status, message, challenge)
   return sluice.response.exit(status, { message = message })
 end
 
+-- The consumer whose `field` ("username", "custom_id" or "id") equals value,
+-- exactly, as _M.consumer returns one (shared: read it, do not change it);
+-- nil when there is none. For plugins that map a claim to a consumer
+-- (oauth2-introspection's consumer_by), where a username must not match an id.
+function _M.consumer_by(field, value)
+  local c
+  if field == "username" then
+    c = consumers.by_username(value)
+  elseif field == "custom_id" then
+    c = consumers.by_custom_id(value)
+  elseif field == "id" then
+    c = consumers.by_id(value)
+  else
+    error("bad argument #1 to 'consumer_by' (username, custom_id or id expected, got "
+      .. tostring(field) .. ")", 2)
+  end
+  return c and consumers.shared_entity(c.id)
+end
+
 return _M

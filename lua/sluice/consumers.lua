@@ -20,8 +20,9 @@ local str_match = string.match
 local _M = {}
 
 -- by_id[id] = consumer; by_username[username] = consumer (usernames are
--- case-sensitive, as in Kong).
-local by_id, by_username = {}, {}
+-- case-sensitive, as in Kong); by_custom_id[custom_id] = consumer (the
+-- config loader keeps custom ids unique).
+local by_id, by_username, by_custom_id = {}, {}, {}
 
 -- The credential collections whose plugin declared them:
 -- collections[kind] = { by_id = { [id] = credential },
@@ -37,7 +38,7 @@ local daos = {}
 -- unique = { field, ... } } }, nil: none). O(credentials); every lookup after
 -- it is O(1).
 function _M.init(list, kinds)
-  by_id, by_username, collections, daos = {}, {}, {}, {}
+  by_id, by_username, by_custom_id, collections, daos = {}, {}, {}, {}, {}
   for kind, k in pairs(kinds or {}) do
     local unique = {}
     for _, field in ipairs(k.unique) do
@@ -49,6 +50,9 @@ function _M.init(list, kinds)
     by_id[c.id] = c
     if c.username then
       by_username[c.username] = c
+    end
+    if c.custom_id then
+      by_custom_id[c.custom_id] = c
     end
     for kind, coll in pairs(collections) do
       for _, cred in ipairs(c[kind] or {}) do
@@ -73,6 +77,11 @@ end
 -- The consumer with this username, or nil.
 function _M.by_username(username)
   return by_username[username]
+end
+
+-- The consumer with this custom_id, or nil.
+function _M.by_custom_id(custom_id)
+  return by_custom_id[custom_id]
 end
 
 -- The consumer as Kong's PDK returns one: a fresh table with the entity's
