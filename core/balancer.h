@@ -43,6 +43,12 @@ typedef struct {
      * when none came); outcome is SL_BALANCER_*. */
     void (*release)(sl_balancer_t *b, int i, double ms, int outcome);
     void (*destroy)(sl_balancer_t *b);
+    /* The peers with changed[i] set got another address (or lost theirs:
+     * weight 0) while tries may still be under way on them; their releases
+     * still come. The balancer forgets what it learnt about them and
+     * rebuilds what depends on the set (the hashing ring, in place).
+     * Allocates nothing and never fails. */
+    void (*update)(sl_balancer_t *b, const uint8_t *changed);
 } sl_balancer_ops_t;
 
 struct sl_balancer_s {

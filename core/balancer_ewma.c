@@ -166,6 +166,20 @@ static void ewma_destroy(sl_balancer_t *b)
     free(e);
 }
 
+/* A changed peer is a new target: no response time known yet. Its tries in
+ * flight stay counted until they are released. */
+static void ewma_update(sl_balancer_t *b, const uint8_t *changed)
+{
+    ewma_t *e = (ewma_t *)b;
+    double now = sl_balancer_clock();
+    for (size_t i = 0; i < b->ups->npeers; i++) {
+        if (changed[i]) {
+            e->peers[i].cost = 0;
+            e->peers[i].stamp = now;
+        }
+    }
+}
+
 const sl_balancer_ops_t sl_balancer_latency = {
-    "latency", ewma_create, ewma_select, ewma_release, ewma_destroy,
+    "latency", ewma_create, ewma_select, ewma_release, ewma_destroy, ewma_update,
 };

@@ -23,6 +23,7 @@
 typedef struct {
     sl_balancer_t base;
     uint32_t *ring; /* slots entries: the owning peer's index, NO_PEER if none */
+    uint64_t *ids;  /* per peer: peer_id of its target */
     uint32_t slots;
     uint32_t next; /* round-robin position, for requests without a key */
     int empty;     /* no peer has weight > 0 */
@@ -30,7 +31,9 @@ typedef struct {
 
 /* A target's identity on the ring: its configured name and port and the
  * address it resolved to, so that a name with several addresses gets one
- * identity per address and two names of one address do not collide. */
+ * identity per address and two names of one address do not collide. An
+ * address that stays in the DNS answer of a name keeps its identity, and so
+ * its points, whichever slot it is in. */
 static uint64_t peer_id(const sl_target_t *t)
 {
     uint64_t h = SL_HASH_INIT;
@@ -48,26 +51,16 @@ static uint64_t peer_id(const sl_target_t *t)
     return sl_hash_mix(h);
 }
 
-static sl_balancer_t *hash_create(sl_upstream_state_t *ups)
+/* Gives every point to its best-scoring peer. Peers of weight 0 (and a
+ * name's slots without an address) own none and cost one test each. */
+static void build_ring(hash_t *hb)
 {
-    uint32_t slots = ups->conf != NULL && ups->conf->slots > 0 ? (uint32_t)ups->conf->slots : 10000;
-    hash_t *hb = calloc(1, sizeof(*hb));
-    uint64_t *ids = calloc(ups->npeers ? ups->npeers : 1, sizeof(uint64_t));
-    if (hb == NULL || ids == NULL)
-        goto failed;
-    hb->ring = malloc(slots * sizeof(uint32_t));
-    if (hb->ring == NULL)
-        goto failed;
-    hb->base.ops = &sl_balancer_hash;
-    hb->base.ups = ups;
-    hb->slots = slots;
+    sl_upstream_state_t *ups = hb->base.ups;
     hb->empty = 1;
-    for (size_t p = 0; p < ups->npeers; p++) {
-        ids[p] = peer_id(ups->peers[p].conf);
+    for (size_t p = 0; p < ups->npeers; p++)
         if (ups->peers[p].conf->weight > 0)
             hb->empty = 0;
-    }
-    for (uint32_t s = 0; s < slots; s++) {
+    for (uint32_t s = 0; s < hb->slots; s++) {
         uint64_t point = sl_hash_mix((uint64_t)s + 1);
         uint32_t owner = NO_PEER;
         double best = 0;
@@ -75,7 +68,7 @@ static sl_balancer_t *hash_create(sl_upstream_state_t *ups)
             int weight = ups->peers[p].conf->weight;
             if (weight <= 0)
                 continue;
-            uint64_t h = sl_hash_mix(ids[p] ^ point);
+            uint64_t h = sl_hash_mix(hb->ids[p] ^ point);
             double u = ((double)(h >> 11) + 0.5) * 0x1.0p-53; /* in (0, 1) */
             double score = -log(u) / weight;                  /* the smallest wins */
             if (owner == NO_PEER || score < best) {
@@ -85,14 +78,42 @@ static sl_balancer_t *hash_create(sl_upstream_state_t *ups)
         }
         hb->ring[s] = owner;
     }
-    free(ids);
-    return &hb->base;
-failed:
-    free(ids);
-    if (hb != NULL)
+}
+
+static sl_balancer_t *hash_create(sl_upstream_state_t *ups)
+{
+    uint32_t slots = ups->conf != NULL && ups->conf->slots > 0 ? (uint32_t)ups->conf->slots : 10000;
+    hash_t *hb = calloc(1, sizeof(*hb));
+    if (hb == NULL)
+        return NULL;
+    hb->ids = calloc(ups->npeers ? ups->npeers : 1, sizeof(uint64_t));
+    hb->ring = malloc(slots * sizeof(uint32_t));
+    if (hb->ids == NULL || hb->ring == NULL) {
+        free(hb->ids);
         free(hb->ring);
-    free(hb);
-    return NULL;
+        free(hb);
+        return NULL;
+    }
+    hb->base.ops = &sl_balancer_hash;
+    hb->base.ups = ups;
+    hb->slots = slots;
+    for (size_t p = 0; p < ups->npeers; p++)
+        hb->ids[p] = peer_id(ups->peers[p].conf);
+    build_ring(hb);
+    return &hb->base;
+}
+
+/* Rebuilt in place: the same cost as at start-up, once per change of a
+ * name's addresses in each worker. Points owned by addresses that stayed
+ * stay theirs unless a new address beats them (rendezvous hashing), so only
+ * the keys of the addresses that came or went move. */
+static void hash_update(sl_balancer_t *b, const uint8_t *changed)
+{
+    hash_t *hb = (hash_t *)b;
+    for (size_t p = 0; p < b->ups->npeers; p++)
+        if (changed[p])
+            hb->ids[p] = peer_id(b->ups->peers[p].conf);
+    build_ring(hb);
 }
 
 /* O(1) for a first try; a retry walks the ring past tried targets, which is
@@ -127,9 +148,10 @@ static void hash_destroy(sl_balancer_t *b)
 {
     hash_t *hb = (hash_t *)b;
     free(hb->ring);
+    free(hb->ids);
     free(hb);
 }
 
 const sl_balancer_ops_t sl_balancer_hash = {
-    "consistent-hashing", hash_create, hash_select, hash_release, hash_destroy,
+    "consistent-hashing", hash_create, hash_select, hash_release, hash_destroy, hash_update,
 };

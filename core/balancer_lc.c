@@ -100,6 +100,18 @@ static void lc_destroy(sl_balancer_t *b)
     free(lc);
 }
 
+/* The tie-breaking state of a changed peer restarts from 0; its count of
+ * tries in flight stays, because their releases still come (and a new
+ * address that starts with a few in flight only gets fewer new requests
+ * until they end). */
+static void lc_update(sl_balancer_t *b, const uint8_t *changed)
+{
+    lc_t *lc = (lc_t *)b;
+    for (size_t i = 0; i < b->ups->npeers; i++)
+        if (changed[i])
+            lc->current[i] = 0;
+}
+
 const sl_balancer_ops_t sl_balancer_least_conn = {
-    "least-connections", lc_create, lc_select, lc_release, lc_destroy,
+    "least-connections", lc_create, lc_select, lc_release, lc_destroy, lc_update,
 };

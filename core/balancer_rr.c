@@ -62,6 +62,15 @@ static void rr_destroy(sl_balancer_t *b)
     free(rr);
 }
 
+/* A changed peer restarts from 0, like a peer that was just added. */
+static void rr_update(sl_balancer_t *b, const uint8_t *changed)
+{
+    rr_t *rr = (rr_t *)b;
+    for (size_t i = 0; i < b->ups->npeers; i++)
+        if (changed[i])
+            rr->current[i] = 0;
+}
+
 const sl_balancer_ops_t sl_balancer_round_robin = {
-    "round-robin", rr_create, rr_select, rr_release, rr_destroy,
+    "round-robin", rr_create, rr_select, rr_release, rr_destroy, rr_update,
 };

@@ -16,6 +16,7 @@
 #include "arena.h"
 #include "balancer.h"
 #include "http_parser.h"
+#include "log.h"
 #include "resolver.h"
 #include "router.h"
 #include "sl_lua.h"
@@ -307,6 +308,8 @@ static void compile_server(loader_t *ld, int t)
     if (s->dns_hostsfile != NULL)
         s->dns_hostsfile = absolute_path(ld, s->dns_hostsfile);
     s->dns_valid_ttl = (int)get_num(ld, t, "dns_valid_ttl", 0);
+    s->dns_min_ttl = (int)get_num(ld, t, "dns_min_ttl", 1000);
+    s->dns_max_ttl = (int)get_num(ld, t, "dns_max_ttl", 3600000);
     s->dns_stale_ttl = (int)get_num(ld, t, "dns_stale_ttl", 4000);
     s->dns_not_found_ttl = (int)get_num(ld, t, "dns_not_found_ttl", 30000);
     s->dns_error_ttl = (int)get_num(ld, t, "dns_error_ttl", 1000);
@@ -324,32 +327,46 @@ static void compile_server(loader_t *ld, int t)
     lua_pop(ld->L, 1);
 }
 
-/* Appends one target per distinct address of host to u, growing u->targets
- * (whose capacity is *cap) in the arena. Resolution failure adds an error
- * that starts with where. The lookup blocks (the config is loaded by the
- * master, never on a worker's loop) and uses the dns_* server settings, as
- * the workers' resolver does: dns_hostsfile, then the dns_resolver servers. */
+/* Appends host's targets to u, growing u->targets (whose capacity is *cap)
+ * in the arena: one for an address literal; SL_DNS_SLOTS for a name, the
+ * first ones holding its addresses and the rest empty (addrlen 0), so that
+ * the master can re-resolve it later without moving any index
+ * (core/targets.c). Resolution failure adds an error that starts with where.
+ * The lookup blocks (the config is loaded by the master, never on a worker's
+ * loop) and uses the dns_* server settings, as the workers' resolver does:
+ * dns_hostsfile, then the dns_resolver servers. */
 static void add_targets(loader_t *ld, sl_upstream_t *u, size_t *cap, const char *host,
                         uint16_t port, int weight, const char *where)
 {
-    struct sockaddr_storage addrs[64];
-    socklen_t lens[64];
-    size_t naddrs = 0;
-    const char *err;
-    if (sl_resolve_all(&ld->cf->server, host, addrs, lens, SL_NELEMS(addrs), &naddrs, &err) !=
-        SL_OK) {
-        add_error(ld, "%s: cannot resolve \"%s\": %s", where, host, err);
-        return;
-    }
-    for (size_t i = 0; i < naddrs; i++) {
-        if (addrs[i].ss_family == AF_INET)
-            ((struct sockaddr_in *)&addrs[i])->sin_port = htons(port);
-        else
-            ((struct sockaddr_in6 *)&addrs[i])->sin6_port = htons(port);
+    struct sockaddr_storage addrs[SL_DNS_SLOTS + 1];
+    socklen_t lens[SL_DNS_SLOTS + 1];
+    size_t naddrs = 0, nslots = 1;
+    int name = !sl_addr_literal(host, strlen(host), port, &addrs[0], &lens[0]);
+    if (name) {
+        const char *err;
+        if (sl_resolve_all(&ld->cf->server, host, addrs, lens, SL_NELEMS(addrs), &naddrs, &err) !=
+            SL_OK) {
+            add_error(ld, "%s: cannot resolve \"%s\": %s", where, host, err);
+            return;
+        }
+        if (naddrs > SL_DNS_SLOTS) {
+            sl_log(SL_LOG_WARN, "%s: \"%s\" has more than %d addresses; the first %d are used",
+                   where, host, SL_DNS_SLOTS, SL_DNS_SLOTS);
+            naddrs = SL_DNS_SLOTS;
+        }
+        nslots = SL_DNS_SLOTS;
+        for (size_t i = 0; i < naddrs; i++) {
+            if (addrs[i].ss_family == AF_INET)
+                ((struct sockaddr_in *)&addrs[i])->sin_port = htons(port);
+            else
+                ((struct sockaddr_in6 *)&addrs[i])->sin6_port = htons(port);
+        }
+    } else {
+        naddrs = 1;
     }
 
-    if (u->ntargets + naddrs > *cap) {
-        size_t ncap = SL_MAX(u->ntargets + naddrs, *cap * 2);
+    if (u->ntargets + nslots > *cap) {
+        size_t ncap = SL_MAX(u->ntargets + nslots, *cap * 2);
         sl_target_t *t = alloc(ld, ncap * sizeof(*t));
         if (u->ntargets > 0)
             memcpy(t, u->targets, u->ntargets * sizeof(*t));
@@ -357,13 +374,17 @@ static void add_targets(loader_t *ld, sl_upstream_t *u, size_t *cap, const char 
         *cap = ncap;
     }
     char *h = copy(ld, host, strlen(host));
-    for (size_t i = 0; i < naddrs; i++) {
+    for (size_t i = 0; i < nslots; i++) {
         sl_target_t *t = &u->targets[u->ntargets++];
+        memset(t, 0, sizeof(*t));
         t->host = h;
         t->port = port;
         t->weight = weight;
-        t->addr = addrs[i];
-        t->addrlen = lens[i];
+        t->dns_slot = name ? (uint8_t)(i + 1) : 0;
+        if (i < naddrs) {
+            t->addr = addrs[i];
+            t->addrlen = lens[i];
+        }
     }
 }
 
@@ -1181,19 +1202,24 @@ static void summary_upstreams(const sl_config_t *cf, FILE *out)
         fprintf(out, "  %-*s  %s ", w, u->name, sl_balancer_name(u->algorithm));
         if (u->algorithm == SL_LB_CONSISTENT_HASH)
             summary_hash(u, out);
-        if (u->ntargets == 0)
-            fprintf(out, " (no targets)");
-        for (size_t j = 0; j < u->ntargets && j < SUMMARY_MAX_TARGETS; j++) {
+        size_t shown = 0, present = 0;
+        for (size_t j = 0; j < u->ntargets; j++) {
             const sl_target_t *t = &u->targets[j];
+            if (t->addrlen == 0)
+                continue; /* a name's empty slot */
+            if (present++ >= SUMMARY_MAX_TARGETS)
+                continue;
             char addr[INET6_ADDRSTRLEN + 16];
             format_addr(&t->addr, addr, sizeof(addr));
-            fprintf(out, "%s %s", j > 0 ? "," : "", addr);
+            fprintf(out, "%s %s", shown++ > 0 ? "," : "", addr);
             if (strncmp(addr + (addr[0] == '['), t->host, strlen(t->host)) != 0)
                 fprintf(out, " (%s)", t->host);
             fprintf(out, " w%d", t->weight);
         }
-        if (u->ntargets > SUMMARY_MAX_TARGETS)
-            fprintf(out, ", ... %zu in all", u->ntargets);
+        if (present == 0)
+            fprintf(out, " (no targets)");
+        if (present > SUMMARY_MAX_TARGETS)
+            fprintf(out, ", ... %zu in all", present);
         summary_health(u, out);
         fputc('\n', out);
     }

@@ -28,12 +28,21 @@ typedef struct {
     uint8_t prefix; /* 0..128 */
 } sl_cidr_t;
 
+/* A target whose host is a name owns SL_DNS_SLOTS consecutive entries of its
+ * upstream's targets, one per address, so that indices (health slots, per-worker
+ * peers) stay put while the master re-resolves the name (core/targets.c). A
+ * slot without an address has addrlen 0; addresses beyond SL_DNS_SLOTS are
+ * ignored with a warning. */
+#define SL_DNS_SLOTS 16
+
 typedef struct {
     char *host; /* as configured: a name or an address literal */
     uint16_t port;
     int weight; /* 0 disables the target */
     struct sockaddr_storage addr;
-    socklen_t addrlen;
+    socklen_t addrlen; /* 0: a name's slot that has no address now */
+    uint8_t dns_slot;  /* 1..SL_DNS_SLOTS for the slots of a name; 0 for an address literal */
+    uint32_t dns_name; /* a name's record in the shared address table (sl_targets_create) */
 } sl_target_t;
 
 enum { SL_LB_ROUND_ROBIN = 0, SL_LB_LEAST_CONN, SL_LB_CONSISTENT_HASH, SL_LB_LATENCY };
@@ -219,13 +228,16 @@ typedef struct {
     sl_cidr_t *trusted_ips;
     size_t ntrusted_ips;
 
-    /* DNS (resolver.c): servers as "IP", "IP:PORT" or "[IPv6]:PORT" (none:
-     * /etc/resolv.conf's), the hosts file, and how long answers are kept
-     * (ms; dns_valid_ttl 0 = each record's own TTL). */
+    /* DNS (resolver.c, targets.c): servers as "IP", "IP:PORT" or "[IPv6]:PORT"
+     * (none: /etc/resolv.conf's), the hosts file, and how long answers are
+     * kept (ms; dns_valid_ttl 0 = each record's own TTL, kept within
+     * dns_min_ttl..dns_max_ttl). */
     char **dns_resolver;
     size_t ndns_resolver;
     char *dns_hostsfile;
     int dns_valid_ttl;
+    int dns_min_ttl;
+    int dns_max_ttl;
     int dns_stale_ttl;
     int dns_not_found_ttl;
     int dns_error_ttl;

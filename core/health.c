@@ -38,6 +38,7 @@
 #include "balancer.h"
 #include "log.h"
 #include "sl_ffi.h"
+#include "targets.h"
 #include "worker.h"
 
 #define TICK_SECONDS     0.1
@@ -92,6 +93,13 @@ int sl_health_create(sl_config_t *cf)
     int64_t now = sl_health_now();
     for (size_t i = 0; i < ntargets; i++)
         atomic_store(&shm_targets[i].prober_seen, now);
+    /* A name's slots without an address start absent. */
+    for (size_t i = 0; i < cf->nupstreams; i++) {
+        sl_upstream_t *u = cf->upstreams[i];
+        for (size_t j = 0; u->health.enabled && j < u->ntargets; j++)
+            if (u->targets[j].dns_slot != 0 && u->targets[j].addrlen == 0)
+                sl_health_set_present(u, j, 0);
+    }
     return SL_OK;
 }
 
@@ -124,10 +132,12 @@ int sl_health_upstream_ok(const sl_upstream_t *u)
     sl_health_upstream_t *hu = sl_health_upstream(u);
     if (hu == NULL || u->health.threshold <= 0)
         return 1;
-    int total = u->health.total_weight;
+    int total =
+        u->health.total_weight - atomic_load_explicit(&hu->absent_weight, memory_order_relaxed);
     if (total <= 0)
         return 1; /* every weight 0: the balancer answers for it */
-    int down = atomic_load_explicit(&hu->down_weight, memory_order_relaxed);
+    int down = atomic_load_explicit(&hu->down_weight, memory_order_relaxed) -
+               atomic_load_explicit(&hu->absent_weight, memory_order_relaxed);
     return (double)(total - down) * 100.0 >= u->health.threshold * (double)total;
 }
 
@@ -189,7 +199,8 @@ static void eject(const sl_upstream_t *u, size_t i, const char *why, int64_t now
     sl_health_upstream_t *hu = sl_health_upstream(u);
     if (atomic_load(&h->down) & SL_HEALTH_EJECTED)
         return;
-    size_t allowed = u->ntargets * (size_t)hc->max_ejection_percent / 100;
+    size_t present = u->ntargets - atomic_load(&hu->nabsent);
+    size_t allowed = present * (size_t)hc->max_ejection_percent / 100;
     if (allowed < 1)
         allowed = 1;
     if (atomic_load(&hu->nejected) >= allowed) {
@@ -301,8 +312,8 @@ void sl_health_report(const sl_upstream_t *u, size_t i, int source, int what, in
 {
     const sl_healthchecks_t *hc = &u->health;
     sl_health_target_t *h = sl_health_target(u, i);
-    if (h == NULL)
-        return;
+    if (h == NULL || (atomic_load_explicit(&h->down, memory_order_relaxed) & SL_HEALTH_ABSENT))
+        return; /* a try that started before its slot lost its address */
     const sl_health_rules_t *r = source == SL_HEALTH_ACTIVE ? &hc->active : &hc->passive;
     int type = source == SL_HEALTH_ACTIVE ? hc->active_type : hc->passive_type;
 
@@ -345,6 +356,35 @@ void sl_health_report(const sl_upstream_t *u, size_t i, int source, int what, in
         target_text(u, i, t, sizeof(t));
         sl_log(SL_LOG_NOTICE, "upstream %s target %s: unhealthy -> %s (%u successes)", u->name, t,
                atomic_load(&h->down) ? "ejected" : "healthy", n);
+    }
+}
+
+void sl_health_set_present(const sl_upstream_t *u, size_t i, int present)
+{
+    sl_health_target_t *h = sl_health_target(u, i);
+    sl_health_upstream_t *hu = sl_health_upstream(u);
+    if (h == NULL)
+        return;
+    int weight = u->targets[i].weight;
+    /* Absent before the other bits clear and present only after, so that
+     * an absent slot's usable edge (and down_weight) moves once, with the
+     * ABSENT bit. A present slot whose address is replaced at once simply
+     * becomes healthy. */
+    if (!present && set_down(u, i, SL_HEALTH_ABSENT, 1)) {
+        atomic_fetch_add(&hu->absent_weight, weight);
+        atomic_fetch_add(&hu->nabsent, 1);
+    }
+    set_down(u, i, SL_HEALTH_UNHEALTHY, 0);
+    set_down(u, i, SL_HEALTH_EJECTED, 0);
+    reset_counters(h);
+    atomic_store(&h->consecutive_5xx, 0);
+    atomic_store(&h->consecutive_gateway, 0);
+    atomic_store(&h->ejections, 0);
+    atomic_store(&h->ejected_until, 0);
+    atomic_store(&h->last_ejection_end, 0);
+    if (present && set_down(u, i, SL_HEALTH_ABSENT, 0)) {
+        atomic_fetch_sub(&hu->absent_weight, weight);
+        atomic_fetch_sub(&hu->nabsent, 1);
     }
 }
 
@@ -490,7 +530,12 @@ static void probe_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
  * as a tcp failure, as a refused connect does. */
 static void probe_start(prober_ups_t *pu, size_t i)
 {
-    const sl_target_t *t = &pu->u->targets[i];
+    /* The address this worker uses now: a name's slot follows the master's
+     * table (upstream.c: sl_upstreams_refresh). */
+    const sl_upstream_state_t *us = &prober->w->ups[pu->u->index];
+    const sl_target_t *t = us->targets != NULL ? &us->targets[i] : &pu->u->targets[i];
+    if (t->addrlen == 0)
+        return; /* this worker has not adopted the slot's new address yet */
     sl_health_target_t *h = sl_health_target(pu->u, i);
     atomic_fetch_add(&h->probes, 1);
     int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -571,8 +616,11 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
                 continue;
             held = 1;
             sl_health_target_t *h = sl_health_target(pu->u, i);
-            int interval = atomic_load(&h->down) & SL_HEALTH_UNHEALTHY ? hc->unhealthy_interval
-                                                                       : hc->healthy_interval;
+            uint32_t down = atomic_load(&h->down);
+            if (down & SL_HEALTH_ABSENT)
+                continue;
+            int interval =
+                down & SL_HEALTH_UNHEALTHY ? hc->unhealthy_interval : hc->healthy_interval;
             if (interval <= 0 || now < pu->next[i] || pu->inflight >= hc->concurrency)
                 continue;
             pu->next[i] = now + interval;
@@ -654,24 +702,37 @@ SL_EXPORT int sl_ffi_upstream_health(int index, int i, sl_ffi_target_health_t *o
         return SL_DECLINED;
     const sl_upstream_t *u = health_cf->upstreams[index];
     *healthy = sl_health_upstream_ok(u);
-    if (i < 0 || (size_t)i >= u->ntargets)
-        return (int)u->ntargets;
-    const sl_target_t *t = &u->targets[i];
+    /* Only the slots that have an address now are listed: the i-th of
+     * them. O(targets) per call, which the PDK makes once per target. */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int present = 0;
+    size_t slot = u->ntargets;
+    for (size_t j = 0; j < u->ntargets; j++) {
+        if (!sl_targets_addr(u, j, &addr, &addrlen))
+            continue;
+        if (present++ == i)
+            slot = j;
+    }
+    if (slot == u->ntargets)
+        return present;
+    sl_targets_addr(u, slot, &addr, &addrlen);
+    const sl_target_t *t = &u->targets[slot];
     memset(out, 0, sizeof(*out));
     out->host = t->host;
     out->port = t->port;
     out->weight = t->weight;
-    out->health = sl_health_name(u, (size_t)i);
+    out->health = sl_health_name(u, slot);
     char ip[INET6_ADDRSTRLEN] = "?";
-    if (t->addr.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&t->addr)->sin6_addr, ip, sizeof(ip));
+    if (addr.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&addr)->sin6_addr, ip, sizeof(ip));
     else
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)&t->addr)->sin_addr, ip, sizeof(ip));
-    snprintf(out->address, sizeof(out->address),
-             t->addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, t->port);
-    sl_health_target_t *h = sl_health_target(u, (size_t)i);
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&addr)->sin_addr, ip, sizeof(ip));
+    snprintf(out->address, sizeof(out->address), addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u",
+             ip, t->port);
+    sl_health_target_t *h = sl_health_target(u, slot);
     if (h == NULL)
-        return (int)u->ntargets;
+        return present;
     out->successes = atomic_load(&h->successes);
     out->http_failures = atomic_load(&h->http_failures);
     out->tcp_failures = atomic_load(&h->tcp_failures);
@@ -684,5 +745,5 @@ SL_EXPORT int sl_ffi_upstream_health(int index, int i, sl_ffi_target_health_t *o
         int64_t left = atomic_load(&h->ejected_until) - sl_health_now();
         out->ejected_for = left > 0 ? (double)left / 1000 : 0;
     }
-    return (int)u->ntargets;
+    return present;
 }

@@ -17,6 +17,7 @@ typedef struct sl_worker_s sl_worker_t;
 enum {
     SL_HEALTH_UNHEALTHY = 1, /* active or passive checks failed */
     SL_HEALTH_EJECTED = 2,   /* outlier ejection, until ejected_until */
+    SL_HEALTH_ABSENT = 4,    /* a name's slot with no address now (targets.c) */
 };
 
 /* What one check or one proxied try found. */
@@ -49,8 +50,10 @@ typedef struct {
 
 /* One upstream's shared totals. */
 typedef struct {
-    _Atomic int32_t down_weight; /* summed weight of the targets that are out */
-    _Atomic uint32_t nejected;   /* targets ejected now */
+    _Atomic int32_t down_weight;   /* summed weight of the targets that are out (absent included) */
+    _Atomic uint32_t nejected;     /* targets ejected now */
+    _Atomic int32_t absent_weight; /* summed weight of the slots without an address */
+    _Atomic uint32_t nabsent;      /* slots without an address */
 } sl_health_upstream_t;
 
 /* Maps the shared state for every upstream of cf with checks, setting each
@@ -86,6 +89,12 @@ int sl_health_upstream_ok(const sl_upstream_t *u);
  * monotonic clock. Never fails. */
 void sl_health_report(const sl_upstream_t *u, size_t i, int source, int what, int status,
                       int64_t now);
+
+/* Marks target i of u present (a new address took the slot: it starts
+ * healthy, its counters cleared) or absent (the slot has no address now: it
+ * is never picked, probed or counted). The master calls it when it publishes
+ * a name's new addresses (targets.c); a no-op for upstreams without checks. */
+void sl_health_set_present(const sl_upstream_t *u, size_t i, int present);
 
 /* Ends the ejections of u that are over at now; returns how many ended. */
 int sl_health_expire(const sl_upstream_t *u, int64_t now);

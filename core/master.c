@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -15,6 +17,7 @@
 #include "health.h"
 #include "log.h"
 #include "shdict.h"
+#include "targets.h"
 #include "worker.h"
 
 /* A worker that dies sooner than this after starting is restarted only after
@@ -121,11 +124,18 @@ static void close_listeners(int **fds, int nsets, size_t nl)
     }
 }
 
-static pid_t spawn(const sl_config_t *cf, int id, int **fds, size_t nfds_per_worker, int shared)
+/* DNS sockets the master polls at once, besides its signals. */
+#define MAX_POLL 17
+
+static pid_t spawn(const sl_config_t *cf, int id, int **fds, size_t nfds_per_worker, int shared,
+                   int sigfd)
 {
     pid_t pid = fork();
     if (pid != 0)
         return pid;
+
+    close(sigfd);
+    sl_targets_forked(); /* the master's DNS sockets stay the master's */
 
     sigset_t none;
     sigemptyset(&none);
@@ -154,7 +164,7 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
 {
     const sl_server_conf_t *s = &cf->server;
     int nworkers = s->workers;
-    int rc = 1, pid_written = 0;
+    int rc = 1, pid_written = 0, sigfd = -1;
     size_t nl = s->nlistens;
     int all_reuseport = 1;
     for (size_t j = 0; j < nl; j++)
@@ -180,8 +190,9 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
             goto done;
         }
     }
-    /* So is the health state, so that every worker sees the same targets down. */
-    if (sl_health_create(cf) != SL_OK)
+    /* So is the health state, so that every worker sees the same targets down,
+     * and the addresses of target names, which the master re-resolves. */
+    if (sl_health_create(cf) != SL_OK || sl_targets_create(cf) != SL_OK)
         goto done;
     for (int i = 0; i < nsets; i++) {
         fds[i] = malloc((nl ? nl : 1) * sizeof(int));
@@ -211,9 +222,16 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
         sigaddset(&set, sigs[i]);
     sigprocmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Signals arrive on a descriptor, so that one poll waits for them and for
+     * the DNS answers of target names alike. */
+    sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sigfd < 0) {
+        sl_log(SL_LOG_ERR, "signalfd: %s", strerror(errno));
+        goto done;
+    }
 
     for (int i = 0; i < nworkers; i++) {
-        slots[i].pid = spawn(cf, i, fds, nl, shared);
+        slots[i].pid = spawn(cf, i, fds, nl, shared, sigfd);
         slots[i].started = now();
         if (slots[i].pid < 0) {
             sl_log(SL_LOG_ERR, "fork: %s", strerror(errno));
@@ -232,7 +250,8 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
         if (stopping && alive == 0)
             break;
 
-        /* Sleep until a signal, a pending respawn or the drain deadline. */
+        /* Sleep until a signal, a pending respawn, the drain deadline, a DNS
+         * answer or the next lookup of a target name. */
         double t = now(), wake = t + 5;
         for (int i = 0; i < nworkers && !stopping; i++)
             if (slots[i].respawn_at > 0 && slots[i].respawn_at < wake)
@@ -240,9 +259,20 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
         if (stopping && deadline < wake)
             wake = deadline;
         double wait = wake - t > 0 ? wake - t : 0;
-        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-        siginfo_t info;
-        int sig = sigtimedwait(&set, &info, &ts);
+        struct pollfd pfd[1 + MAX_POLL];
+        pfd[0].fd = sigfd;
+        pfd[0].events = POLLIN;
+        pfd[0].revents = 0;
+        int ndns = stopping ? 0 : sl_targets_poll(pfd + 1, MAX_POLL, &wait);
+        if (poll(pfd, (nfds_t)(1 + ndns), (int)(wait * 1000) + 1) < 0)
+            for (int i = 0; i < 1 + ndns; i++)
+                pfd[i].revents = 0;
+        if (!stopping)
+            sl_targets_process(pfd + 1, ndns); /* answers, and c-ares's own timeouts */
+        int sig = 0;
+        struct signalfd_siginfo info;
+        if (read(sigfd, &info, sizeof(info)) == (ssize_t)sizeof(info))
+            sig = (int)info.ssi_signo;
         t = now();
 
         if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
@@ -295,7 +325,7 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
         for (int i = 0; i < nworkers && !stopping; i++) {
             if (slots[i].respawn_at > 0 && slots[i].respawn_at <= t) {
                 slots[i].respawn_at = 0;
-                slots[i].pid = spawn(cf, i, fds, nl, shared);
+                slots[i].pid = spawn(cf, i, fds, nl, shared, sigfd);
                 slots[i].started = t;
                 if (slots[i].pid < 0) {
                     sl_log(SL_LOG_ERR, "fork: %s", strerror(errno));
@@ -324,7 +354,10 @@ done:
     }
     free(fds);
     free(slots);
+    if (sigfd >= 0)
+        close(sigfd);
     sl_shdict_destroy_all();
+    sl_targets_destroy();
     sl_health_destroy();
     sl_config_free(cf);
     return rc;

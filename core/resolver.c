@@ -19,6 +19,7 @@
 #include <sys/select.h>
 #include <arpa/inet.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,9 @@
 #define MAX_ADDRS   16
 #define MAX_ENTRIES 1024
 #define MAX_FDS     16
-/* An answer with a TTL of 0 is still kept this long: the callers waiting for
- * it must get it, and a name asked for per request must not cost a query
- * per request. */
+/* An answer with a TTL of 0 is still kept this long whatever dns_min_ttl
+ * says: the callers waiting for it must get it, and a name asked for per
+ * request must not cost a query per request. */
 #define MIN_TTL 1.0
 
 typedef struct entry_s entry_t;
@@ -89,6 +90,17 @@ static void arm_timer(void)
         ev_timer_set(&R.timer, (double)tv.tv_sec + (double)tv.tv_usec / 1e6, 0.);
         ev_timer_start(R.loop, &R.timer);
     }
+}
+
+double sl_resolver_ttl(const sl_server_conf_t *server, int ttl)
+{
+    double seconds;
+    if (server->dns_valid_ttl > 0)
+        seconds = server->dns_valid_ttl / 1000.;
+    else
+        seconds =
+            SL_MIN(SL_MAX((double)ttl, server->dns_min_ttl / 1000.), server->dns_max_ttl / 1000.);
+    return SL_MAX(seconds, MIN_TTL);
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -209,8 +221,7 @@ static void addrinfo_cb(void *arg, int status, int timeouts, struct ares_addrinf
             e->naddrs = n;
             e->next = 0;
             e->error = NULL;
-            double seconds = conf->dns_valid_ttl > 0 ? conf->dns_valid_ttl / 1000. : (double)ttl;
-            e->expires = now + SL_MAX(seconds, MIN_TTL);
+            e->expires = now + sl_resolver_ttl(conf, ttl);
         } else {
             status = ARES_ENODATA;
         }
@@ -467,6 +478,7 @@ typedef struct {
     struct sockaddr_storage *addrs;
     socklen_t *lens;
     size_t max, n;
+    int ttl; /* the smallest TTL of the addresses taken */
 } sync_query_t;
 
 static void sync_add(sync_query_t *sq, const struct ares_addrinfo *res, int family)
@@ -484,6 +496,7 @@ static void sync_add(sync_query_t *sq, const struct ares_addrinfo *res, int fami
         if (!seen) {
             sq->addrs[sq->n] = ss;
             sq->lens[sq->n++] = (socklen_t)a->ai_addrlen;
+            sq->ttl = SL_MIN(sq->ttl, a->ai_ttl);
         }
     }
 }
@@ -509,7 +522,7 @@ int sl_resolve_all(const sl_server_conf_t *server, const char *name, struct sock
     ares_channel ch;
     if (channel_open(&ch, server, NULL, err) != SL_OK)
         return SL_ERROR;
-    sync_query_t sq = {0, 0, addrs, lens, max, 0};
+    sync_query_t sq = {0, 0, addrs, lens, max, 0, INT_MAX};
     struct ares_addrinfo_hints hints;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -570,6 +583,163 @@ void sl_resolver_close(void)
     }
     R.nentries = 0;
     ares_library_cleanup();
+}
+
+/* --- every address of a name, on a channel the caller polls (the master) ---------- */
+
+/* The master has no event loop: it polls c-ares's sockets itself next to its
+ * signals (master.c), so a slow or silent DNS server never holds up the
+ * supervision of the workers. */
+static struct {
+    ares_channel channel;
+    int open;
+    struct {
+        int fd;
+        short events;
+    } fds[MAX_FDS];
+} P;
+
+typedef struct {
+    sl_resolve_all_done_t done;
+    void *data;
+    size_t max;
+} poll_query_t;
+
+static void poll_sock_cb(void *data, ares_socket_t fd, int readable, int writable)
+{
+    SL_UNUSED(data);
+    int slot = -1, free_slot = -1;
+    for (int i = 0; i < MAX_FDS; i++) {
+        if (P.fds[i].fd == fd) {
+            slot = i;
+            break;
+        }
+        if (P.fds[i].fd < 0 && free_slot < 0)
+            free_slot = i;
+    }
+    if (!readable && !writable) {
+        if (slot >= 0)
+            P.fds[slot].fd = -1;
+        return;
+    }
+    if (slot < 0) {
+        if (free_slot < 0) {
+            sl_log(SL_LOG_ERR, "resolver: more than %d DNS sockets; lookups may time out", MAX_FDS);
+            return;
+        }
+        slot = free_slot;
+        P.fds[slot].fd = fd;
+    }
+    P.fds[slot].events = (short)((readable ? POLLIN : 0) | (writable ? POLLOUT : 0));
+}
+
+int sl_resolver_poll_open(const sl_server_conf_t *server, const char **err)
+{
+    if (P.open)
+        return SL_OK;
+    for (int i = 0; i < MAX_FDS; i++)
+        P.fds[i].fd = -1;
+    if (channel_open(&P.channel, server, poll_sock_cb, err) != SL_OK)
+        return SL_ERROR;
+    P.open = 1;
+    return SL_OK;
+}
+
+void sl_resolver_poll_close(void)
+{
+    if (!P.open)
+        return;
+    P.open = 0;
+    ares_destroy(P.channel); /* pending queries end with ARES_EDESTRUCTION */
+    for (int i = 0; i < MAX_FDS; i++)
+        P.fds[i].fd = -1;
+    ares_library_cleanup();
+}
+
+static void poll_cb(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+    SL_UNUSED(timeouts);
+    poll_query_t *pq = arg;
+    struct sockaddr_storage addrs[64];
+    socklen_t lens[64];
+    sync_query_t sq = {1, status, addrs, lens, SL_MIN(pq->max, SL_NELEMS(addrs)), 0, INT_MAX};
+    if (status == ARES_SUCCESS) {
+        sync_add(&sq, res, AF_INET);
+        sync_add(&sq, res, AF_INET6);
+    }
+    if (res != NULL)
+        ares_freeaddrinfo(res);
+    if (status == ARES_EDESTRUCTION) {
+        free(pq); /* the channel is going away: nobody waits any more */
+        return;
+    }
+    int rc = SL_OK;
+    const char *err = NULL;
+    if (status == ARES_SUCCESS && sq.n == 0)
+        status = ARES_ENODATA;
+    if (status != ARES_SUCCESS) {
+        rc = status == ARES_ENOTFOUND || status == ARES_ENODATA ? SL_DECLINED : SL_ERROR;
+        err = ares_strerror(status);
+        sq.n = 0;
+    }
+    pq->done(pq->data, rc, addrs, lens, sq.n, sq.ttl, err);
+    free(pq);
+}
+
+int sl_resolver_poll_start(const char *name, size_t max, sl_resolve_all_done_t done, void *data)
+{
+    if (!P.open)
+        return SL_ERROR;
+    poll_query_t *pq = malloc(sizeof(*pq));
+    if (pq == NULL)
+        return SL_ERROR;
+    pq->done = done;
+    pq->data = data;
+    pq->max = max;
+    struct ares_addrinfo_hints hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_flags = ARES_AI_ENVHOSTS | ARES_AI_NOSORT;
+    ares_getaddrinfo(P.channel, name, NULL, &hints, poll_cb, pq);
+    return SL_OK;
+}
+
+int sl_resolver_poll_fds(struct pollfd *fds, int max)
+{
+    int n = 0;
+    for (int i = 0; P.open && i < MAX_FDS && n < max; i++) {
+        if (P.fds[i].fd < 0)
+            continue;
+        fds[n].fd = P.fds[i].fd;
+        fds[n].events = P.fds[i].events;
+        fds[n].revents = 0;
+        n++;
+    }
+    return n;
+}
+
+int sl_resolver_poll_timeout(void)
+{
+    struct timeval tv;
+    if (!P.open || ares_timeout(P.channel, NULL, &tv) == NULL)
+        return -1;
+    return (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+}
+
+void sl_resolver_poll_process(const struct pollfd *fds, int n)
+{
+    if (!P.open)
+        return;
+    for (int i = 0; i < n; i++) {
+        if (fds[i].revents == 0)
+            continue;
+        int rd = (fds[i].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
+        int wr = (fds[i].revents & (POLLOUT | POLLERR)) != 0;
+        ares_process_fd(P.channel, rd ? fds[i].fd : ARES_SOCKET_BAD,
+                        wr ? fds[i].fd : ARES_SOCKET_BAD);
+    }
+    /* Retransmissions and timeouts. */
+    ares_process_fd(P.channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
 }
 
 /* --- Lua's lookups (sluice.service.set_target, sluice.redis) ---------------------- */

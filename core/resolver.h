@@ -46,4 +46,49 @@ int sl_addr_literal(const char *text, size_t len, int port, struct sockaddr_stor
 int sl_resolve_all(const sl_server_conf_t *server, const char *name, struct sockaddr_storage *addrs,
                    socklen_t *lens, size_t max, size_t *n, const char **err);
 
+/* How long an answer with the given TTL (seconds) is kept under server's
+ * settings: dns_valid_ttl when set, else the TTL within dns_min_ttl ..
+ * dns_max_ttl; never less than a second. */
+double sl_resolver_ttl(const sl_server_conf_t *server, int ttl);
+
+/* Every address of a name, without blocking, on a channel the caller drives
+ * with poll(2): the master re-resolves target names this way (targets.c),
+ * next to its signals. */
+
+/* Called when a lookup ends: status SL_OK with n >= 1 distinct addresses
+ * (IPv4 first, port 0) and the smallest TTL among them; SL_DECLINED when the
+ * name has no address (NXDOMAIN, or no A/AAAA record); SL_ERROR on any other
+ * failure (server failure, timeout). err is a static string when status is
+ * not SL_OK. The arrays are only valid during the call. */
+typedef void (*sl_resolve_all_done_t)(void *data, int status, const struct sockaddr_storage *addrs,
+                                      const socklen_t *lens, size_t n, int ttl, const char *err);
+
+struct pollfd;
+
+/* Opens the polled channel with server's dns_* settings. Returns SL_OK, or
+ * SL_ERROR with *err. */
+int sl_resolver_poll_open(const sl_server_conf_t *server, const char **err);
+
+/* Closes it: pending lookups end without their callbacks (also in a forked
+ * child, which must not share the parent's DNS sockets). */
+void sl_resolver_poll_close(void);
+
+/* Starts looking up every address of name (at most max). done may run before
+ * this returns (a hosts-file answer), else from sl_resolver_poll_process.
+ * Returns SL_OK, or SL_ERROR when the channel is closed or memory ran out
+ * (done is then never called). */
+int sl_resolver_poll_start(const char *name, size_t max, sl_resolve_all_done_t done, void *data);
+
+/* Fills fds (up to max) with the channel's sockets and the events to wait
+ * for; returns how many. */
+int sl_resolver_poll_fds(struct pollfd *fds, int max);
+
+/* Milliseconds until the channel needs sl_resolver_poll_process even without
+ * events (a retransmission, a timeout); -1 when nothing is pending. */
+int sl_resolver_poll_timeout(void);
+
+/* Handles what poll(2) reported in fds[0..n) (as sl_resolver_poll_fds filled
+ * them) and the channel's timeouts; lookups that end call their done. */
+void sl_resolver_poll_process(const struct pollfd *fds, int n);
+
 #endif

@@ -10,7 +10,59 @@
 
 #include "balancer.h"
 #include "log.h"
+#include "targets.h"
 #include "worker.h"
+
+/* The adopted address of one slot: the table's, or none. */
+static void set_slot(sl_target_t *t, const sl_target_t *conf, const sl_taddr_t *a)
+{
+    sl_taddr_to(a, conf->port, &t->addr, &t->addrlen);
+    t->weight = t->addrlen > 0 ? conf->weight : 0;
+}
+
+static void peer_close_idle(sl_peer_t *peer);
+
+/* Adopts what changed in the table for upstream u; returns 1 when a slot did. */
+static int refresh_one(sl_upstream_state_t *u)
+{
+    const sl_upstream_t *conf = u->conf;
+    int any = 0;
+    size_t k = 0;
+    for (size_t j = 0; j < u->npeers; j++) {
+        if (conf->targets[j].dns_slot != 1)
+            continue;
+        sl_taddr_t set[SL_DNS_SLOTS];
+        if (k >= u->nnames || !sl_targets_read(conf->targets[j].dns_name, &u->seen[k++], set))
+            continue;
+        for (size_t s = 0; s < SL_DNS_SLOTS && j + s < u->npeers; s++) {
+            sl_target_t *t = &u->targets[j + s];
+            sl_target_t next = *t;
+            set_slot(&next, &conf->targets[j + s], &set[s]);
+            if (next.addrlen == t->addrlen && memcmp(&next.addr, &t->addr, t->addrlen) == 0)
+                continue;
+            *t = next;
+            sl_peer_t *p = &u->peers[j + s];
+            p->epoch++;
+            peer_close_idle(p);
+            u->changed[j + s] = 1;
+            any = 1;
+        }
+    }
+    if (any) {
+        u->balancer->ops->update(u->balancer, u->changed);
+        memset(u->changed, 0, u->npeers);
+    }
+    return any;
+}
+
+size_t sl_upstreams_refresh(sl_upstream_state_t *ups, size_t n)
+{
+    size_t changed = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ups[i].nnames > 0)
+            changed += (size_t)refresh_one(&ups[i]);
+    return changed;
+}
 
 sl_upstream_state_t *sl_upstreams_create(const sl_config_t *cf)
 {
@@ -19,21 +71,33 @@ sl_upstream_state_t *sl_upstreams_create(const sl_config_t *cf)
         return NULL;
     for (size_t i = 0; i < cf->nupstreams; i++) {
         const sl_upstream_t *conf = cf->upstreams[i];
+        size_t n = conf->ntargets ? conf->ntargets : 1;
         ups[i].conf = conf;
         ups[i].npeers = conf->ntargets;
-        ups[i].peers = calloc(conf->ntargets ? conf->ntargets : 1, sizeof(sl_peer_t));
-        if (ups[i].peers == NULL)
+        ups[i].peers = calloc(n, sizeof(sl_peer_t));
+        ups[i].targets = malloc(n * sizeof(sl_target_t));
+        ups[i].changed = calloc(n, 1);
+        if (ups[i].peers == NULL || ups[i].targets == NULL || ups[i].changed == NULL)
             goto failed;
         for (size_t j = 0; j < conf->ntargets; j++) {
-            ups[i].peers[j].conf = &conf->targets[j];
+            ups[i].targets[j] = conf->targets[j];
+            if (conf->targets[j].dns_slot != 0 && conf->targets[j].addrlen == 0)
+                ups[i].targets[j].weight = 0; /* a name's slot without an address */
+            ups[i].nnames += conf->targets[j].dns_slot == 1;
+            ups[i].peers[j].conf = &ups[i].targets[j];
             ups[i].peers[j].health = sl_health_target(conf, j);
             sl_queue_init(&ups[i].peers[j].idle);
         }
+        if (ups[i].nnames > 0 && (ups[i].seen = calloc(ups[i].nnames, sizeof(uint32_t))) == NULL)
+            goto failed;
         ups[i].health = sl_health_upstream(conf);
         ups[i].retry_tokens = SL_RETRY_TOKENS_START;
         ups[i].balancer = sl_balancer_create(&ups[i]);
         if (ups[i].balancer == NULL)
             goto failed;
+        /* A respawned worker starts from what the master published since load. */
+        if (ups[i].nnames > 0)
+            refresh_one(&ups[i]);
     }
     return ups;
 failed:
@@ -50,8 +114,47 @@ void sl_upstreams_destroy(sl_upstream_state_t *ups, size_t n)
         if (ups[i].balancer != NULL)
             ups[i].balancer->ops->destroy(ups[i].balancer);
         free(ups[i].peers);
+        free(ups[i].targets);
+        free(ups[i].seen);
+        free(ups[i].changed);
     }
     free(ups);
+}
+
+/* Workers adopt new address sets this often: a lag far below any TTL, for
+ * one relaxed load per name per tick. */
+#define REFRESH_SECONDS 0.1
+
+static ev_timer refresh_timer;
+
+static void refresh_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    SL_UNUSED(loop);
+    SL_UNUSED(revents);
+    sl_worker_t *w = t->data;
+    sl_upstreams_refresh(w->ups, w->nups);
+}
+
+int sl_upstreams_watch(sl_worker_t *w)
+{
+    size_t names = 0;
+    for (size_t i = 0; i < w->nups; i++)
+        names += w->ups[i].nnames;
+    if (names == 0 || ev_is_active(&refresh_timer))
+        return SL_OK;
+    ev_timer_init(&refresh_timer, refresh_cb, REFRESH_SECONDS, REFRESH_SECONDS);
+    refresh_timer.data = w;
+    ev_timer_start(w->loop, &refresh_timer);
+    ev_unref(w->loop); /* it alone does not keep a stopping worker alive */
+    return SL_OK;
+}
+
+void sl_upstreams_unwatch(sl_worker_t *w)
+{
+    if (!ev_is_active(&refresh_timer))
+        return;
+    ev_ref(w->loop);
+    ev_timer_stop(w->loop, &refresh_timer);
 }
 
 void sl_upstreams_close_idle(sl_upstream_state_t *ups, size_t n)
@@ -148,6 +251,7 @@ sl_upconn_t *sl_upconn_get(sl_worker_t *w, sl_peer_t *peer, sl_request_t *req)
     u->sock.fd = fd;
     u->sock.ops = &sl_plain_io;
     u->connected = (unsigned)connected;
+    u->epoch = peer->epoch;
     sl_queue_init(&u->link);
     ev_io_init(&u->io, idle_io_cb, fd, EV_READ);
     u->io.data = u;
@@ -165,7 +269,8 @@ void sl_upconn_release(sl_upconn_t *u, int keepalive)
     peer->active--;
     u->req = NULL;
     u->reused = 0;
-    if (!keepalive || w->shutting_down || peer->nidle >= s->upstream_keepalive_pool_size ||
+    if (!keepalive || w->shutting_down || u->epoch != peer->epoch ||
+        peer->nidle >= s->upstream_keepalive_pool_size ||
         (s->upstream_keepalive_max_requests > 0 &&
          u->requests >= (uint32_t)s->upstream_keepalive_max_requests)) {
         upconn_free(u);

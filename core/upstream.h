@@ -18,6 +18,7 @@ typedef struct {
     int nidle;
     int active;                 /* connections serving a request now */
     sl_health_target_t *health; /* shared health state; NULL when the upstream has no checks */
+    uint32_t epoch; /* bumped when the address changes: older connections are not pooled */
 } sl_peer_t;
 
 /* Retries a worker may make by retry_on before any request paid for them. */
@@ -33,6 +34,13 @@ typedef struct {
     sl_balancer_t *balancer;
     sl_health_upstream_t *health; /* shared totals; NULL when the upstream has no checks */
     double retry_tokens;          /* the retry_on budget: see proxy.c retry_budget_take */
+    /* This worker's copy of conf->targets, which the peers point to: a
+     * name's slots hold the addresses adopted from the master's table, and
+     * a slot without an address has weight 0, so no balancer picks it. */
+    sl_target_t *targets;
+    uint32_t *seen; /* per name of the upstream: the table version adopted */
+    size_t nnames;
+    uint8_t *changed; /* per peer: scratch for sl_upstreams_refresh */
 } sl_upstream_state_t;
 
 struct sl_upconn_s {
@@ -45,6 +53,7 @@ struct sl_upconn_s {
     sl_io_t sock;
     unsigned events;
     uint32_t requests; /* requests sent over this connection */
+    uint32_t epoch;    /* peer->epoch when it connected */
     unsigned connected : 1;
     unsigned reused : 1; /* taken from the pool for the current request */
 };
@@ -77,6 +86,21 @@ void sl_adhoc_peers_destroy(sl_worker_t *w);
 /* Builds the per-worker state of every upstream in cf. Returns NULL when out of memory. */
 sl_upstream_state_t *sl_upstreams_create(const sl_config_t *cf);
 void sl_upstreams_destroy(sl_upstream_state_t *ups, size_t n);
+
+/* Adopts the address sets the master published for the names of every
+ * upstream since the last call (targets.c): a slot whose address changed
+ * gets the new one (or weight 0 when it has none), its pooled connections
+ * are closed and connections still serving requests are not pooled again;
+ * slots that kept their address keep everything. The upstream's balancer is
+ * told which slots changed (consistent hashing rebuilds its ring). Costs one
+ * relaxed atomic load per name when nothing changed. Returns how many
+ * upstreams changed. */
+size_t sl_upstreams_refresh(sl_upstream_state_t *ups, size_t n);
+
+/* Starts a repeating timer on w's loop that calls sl_upstreams_refresh, when
+ * some upstream has names; unwatch stops it. Returns SL_OK or SL_ERROR. */
+int sl_upstreams_watch(sl_worker_t *w);
+void sl_upstreams_unwatch(sl_worker_t *w);
 
 /* Returns a pooled connection to peer, or starts a new non-blocking connect.
  * *reused says which. Returns NULL with errno set when the socket cannot be

@@ -229,6 +229,7 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
         sl_log(SL_LOG_ERR, "out of memory starting the health checks");
         goto done;
     }
+    sl_upstreams_watch(w); /* adopt the addresses the master re-resolves */
 
     SL_LOG(SL_LOG_INFO, "worker %d started", id);
     ev_run(w->loop, 0);
@@ -240,6 +241,7 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
 done:
     stop_listening(w);
     sl_health_stop(w);
+    sl_upstreams_unwatch(w);
     sl_resolver_close();
     sl_upstreams_destroy(w->ups, w->nups);
     sl_adhoc_peers_destroy(w);
