@@ -195,8 +195,10 @@ sl_conn_t *sl_conn_create(sl_worker_t *w, const sl_listener_t *ls, int fd,
         close(fd);
         return NULL;
     }
+    static uint64_t serial; /* per process, so per worker */
     c->w = w;
     c->ls = ls;
+    c->serial = ++serial;
     c->sock.fd = fd;
     c->sock.ops = &sl_plain_io;
     c->state = SL_CONN_IDLE;

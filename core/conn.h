@@ -97,6 +97,7 @@ struct sl_conn_s {
     int state;       /* SL_CONN_* */
     unsigned events; /* what io watches */
     uint32_t requests;
+    uint64_t serial;      /* this worker's count of accepted connections, from 1 */
     unsigned eof : 1;     /* the client closed its side */
     unsigned closing : 1; /* close once the current response is sent */
     /* The peer, as an IPv4-mapped or IPv6 address, and its text form. */

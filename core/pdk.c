@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "proxy.h"
@@ -146,6 +148,50 @@ SL_EXPORT int sl_ffi_req_client(sl_request_t *r, const char **ip, size_t *len, i
     return SL_OK;
 }
 
+SL_EXPORT int sl_ffi_req_conn(sl_request_t *r, char *addr, size_t cap, size_t *alen, int *port,
+                              double *serial, int *requests)
+{
+    const sl_conn_t *c = r->c;
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    const struct sockaddr *sa = (const struct sockaddr *)&ss;
+    /* An in-process test request has no socket: its listener's address. */
+    if (getsockname(c->sock.fd, (struct sockaddr *)&ss, &sslen) != 0) {
+        if (c->ls == NULL || c->ls->conf == NULL)
+            sa = NULL;
+        else
+            sa = (const struct sockaddr *)&c->ls->conf->addr;
+    }
+    const char *text = NULL;
+    if (sa != NULL && sa->sa_family == AF_INET)
+        text =
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, addr, (socklen_t)cap);
+    else if (sa != NULL && sa->sa_family == AF_INET6)
+        text = inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, addr,
+                         (socklen_t)cap);
+    if (text == NULL)
+        snprintf(addr, cap, "0.0.0.0");
+    *alen = strlen(addr);
+    *port = c->ls != NULL ? c->ls->port : 0;
+    *serial = (double)c->serial;
+    *requests = (int)c->requests;
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_req_set_max_body_size(sl_request_t *r, uint64_t bytes, const char **err)
+{
+    if (r->task.phase != SL_PHASE_REWRITE && r->task.phase != SL_PHASE_ACCESS) {
+        *err = ERR_PHASE;
+        return SL_ERROR;
+    }
+    if (bytes >= UINT64_MAX) {
+        *err = "the limit is too large";
+        return SL_ERROR;
+    }
+    r->max_body_plus_one = bytes + 1;
+    return sl_proxy_body_over(r) ? SL_DECLINED : SL_OK;
+}
+
 SL_EXPORT int sl_ffi_resp_status(sl_request_t *r)
 {
     return r->client_status ? r->client_status : r->status;
@@ -268,6 +314,23 @@ SL_EXPORT int sl_ffi_req_set_consumer(sl_request_t *r, const char *id, size_t le
         return SL_ERROR;
     }
     r->consumer_id = (sl_str_t){copy, len};
+    return SL_OK;
+}
+
+SL_EXPORT int sl_ffi_log_set_fields(sl_request_t *r, const char *json, size_t len, const char **err)
+{
+    if (len == 0) {
+        r->log_fields = NULL;
+        r->log_fields_len = 0;
+        return SL_OK;
+    }
+    const char *copy = keep(r, json, len);
+    if (copy == NULL) {
+        *err = "out of memory";
+        return SL_ERROR;
+    }
+    r->log_fields = copy;
+    r->log_fields_len = len;
     return SL_OK;
 }
 
@@ -517,4 +580,9 @@ SL_EXPORT int sl_ffi_ip_trusted(const char *ip, size_t len)
         return SL_ERROR;
     }
     return sl_config_trusts(&sl_ffi_current.r->c->w->cf->server, addr);
+}
+
+SL_EXPORT int sl_ffi_worker_pid(void)
+{
+    return (int)getpid();
 }

@@ -538,7 +538,7 @@ static void access_log(sl_request_t *req)
     if (al->fd < 0)
         return;
     size_t plen = req->h.path_len > 2048 ? 2048 : req->h.path_len;
-    size_t need = 512 + plen * 6;
+    size_t need = 512 + plen * 6 + req->log_fields_len;
     char *p = sl_access_log_reserve(al, need);
     if (p == NULL)
         return;
@@ -579,10 +579,16 @@ static void access_log(sl_request_t *req)
         p += snprintf(p, (size_t)(end - p), "null");
     p += snprintf(p, (size_t)(end - p), ",\"upstream\":");
     if (req->peer != NULL)
-        p += snprintf(p, (size_t)(end - p), "\"%s:%u\"}\n", req->peer->conf->host,
+        p += snprintf(p, (size_t)(end - p), "\"%s:%u\"", req->peer->conf->host,
                       req->peer->conf->port);
     else
-        p += snprintf(p, (size_t)(end - p), "null}\n");
+        p += snprintf(p, (size_t)(end - p), "null");
+    if (req->log_fields_len > 0 && req->log_fields_len < (size_t)(end - p)) {
+        /* Plugins' fields (sluice.log.set_serialize_value), JSON already. */
+        memcpy(p, req->log_fields, req->log_fields_len);
+        p += req->log_fields_len;
+    }
+    p += snprintf(p, (size_t)(end - p), "}\n");
     if (p >= end)
         return;
     sl_access_log_commit(al, (size_t)(p - start));
@@ -1069,6 +1075,10 @@ static int proxy_request(sl_request_t *req)
     sl_conn_t *c = req->c;
     sl_worker_t *w = c->w;
 
+    /* A plugin lowered the limit (set_max_body_size) below a Content-Length,
+     * or below what already arrived of a chunked body: nothing goes upstream. */
+    if (SL_UNLIKELY(req->max_body_plus_one != 0) && sl_proxy_body_over(req))
+        return respond_error(c, req, 413, "Request size limit exceeded", 1);
     req->out = sl_buf_get(w);
     if (req->out == NULL)
         return respond_error(c, req, 500, "An unexpected error occurred", 1);
@@ -1387,6 +1397,25 @@ static int connect_upstream(sl_request_t *req)
     }
 }
 
+uint64_t sl_proxy_body_limit(const sl_request_t *req)
+{
+    uint64_t max = req->c->w->cf->server.max_body_size;
+    uint64_t limit = max > 0 ? max : UINT64_MAX;
+    if (req->max_body_plus_one != 0 && req->max_body_plus_one - 1 < limit)
+        limit = req->max_body_plus_one - 1;
+    return limit;
+}
+
+int sl_proxy_body_over(const sl_request_t *req)
+{
+    uint64_t limit = sl_proxy_body_limit(req);
+    if (req->h.body == SL_HTTP_BODY_LENGTH)
+        return (uint64_t)req->h.content_length > limit;
+    if (req->h.body == SL_HTTP_BODY_CHUNKED)
+        return req->chunked.total > limit;
+    return 0;
+}
+
 /* Moves newly arrived request-body bytes in c->in into the "ready to send"
  * range, finding the end of the body. */
 static int scan_body(sl_request_t *req)
@@ -1421,8 +1450,7 @@ static int scan_body(sl_request_t *req)
             break;
     }
     req->body_bytes = req->chunked.total;
-    uint64_t max = c->w->cf->server.max_body_size;
-    if (max > 0 && req->chunked.total > max)
+    if (req->chunked.total > sl_proxy_body_limit(req))
         return SL_DECLINED;
     return SL_OK;
 }
@@ -2371,6 +2399,29 @@ static int request_finish(sl_request_t *req)
     return SL_DONE;
 }
 
+/* A body that was streaming grew over its limit (sl_proxy_body_limit).
+ * While sluice sends a response of its own (a plugin's exit, an error) that
+ * response goes on: it closes the connection after it, as the body did not
+ * end. Otherwise the upstream connection, if any, is closed (it got part of
+ * a body that will never end), and the client gets 413 when nothing of the
+ * upstream's response went to it yet, then the connection is closed; once
+ * that response started, the connection is closed at once and the client
+ * sees a cut response. */
+static int body_too_large(sl_conn_t *c, sl_request_t *req)
+{
+    if (req->state == RQ_LOCAL)
+        return SL_OK;
+    if (req->bytes_sent > 0) {
+        SL_LOG(SL_LOG_INFO,
+               "closing the connection of %s: the request body passed its limit after the "
+               "response started",
+               c->peer_text);
+        sl_conn_close(c);
+        return SL_DONE;
+    }
+    return respond_error(c, req, 413, "Request size limit exceeded", 1);
+}
+
 /* Parses and starts requests from c->in. */
 static int process_input(sl_conn_t *c)
 {
@@ -2388,7 +2439,7 @@ static int process_input(sl_conn_t *c)
         }
         int rc = scan_body(req);
         if (rc == SL_DECLINED)
-            return respond_error(c, req, 413, "Request size limit exceeded", 1);
+            return body_too_large(c, req);
         if (rc != SL_OK)
             return respond_error(c, req, 400, "Bad request: invalid chunked body", 1);
         if (req->rbody_state == RB_READING || req->rbody_state == RB_DRAINING)
@@ -2444,7 +2495,7 @@ static int process_input(sl_conn_t *c)
     if (!req->body_done || in->end > req->head_len) {
         int brc = scan_body(req);
         if (brc == SL_DECLINED)
-            return respond_error(c, req, 413, "Request size limit exceeded", 1);
+            return body_too_large(c, req);
         if (brc != SL_OK)
             return respond_error(c, req, 400, "Bad request: invalid chunked body", 1);
         if (req->up != NULL && req->state != RQ_CONNECTING && !(req->up->events & EV_WRITE) &&

@@ -134,6 +134,12 @@ struct sl_request_s {
     size_t target_host_len;
     unsigned ups_set : 1; /* set_upstream chose ups */
     sl_str_t consumer_id; /* sluice.client.authenticate's consumer (or credential) id */
+    /* sluice.request.set_max_body_size(n) stores n + 1; 0: server.max_body_size alone. */
+    uint64_t max_body_plus_one;
+    /* sluice.log.set_serialize_value: `,"key":value` pairs (JSON, in the
+     * arena) the access log line ends with; NULL: none. */
+    const char *log_fields;
+    size_t log_fields_len;
     /* Everything above is zeroed for each request; nothing below is. */
     sl_header_op_t ops[SL_MAX_HEADER_OPS];
     struct sockaddr_storage target_addr; /* valid while target_host is set */
@@ -167,6 +173,15 @@ int sl_proxy_read_body(sl_request_t *req, int id, const char **body, size_t *len
 
 /* PDK: replaces the request body sent upstream (see sl_ffi_req_set_body). */
 int sl_proxy_set_body(sl_request_t *req, int id, const char *body, size_t len, const char **err);
+
+/* The most bytes the request's body may have: server.max_body_size (0:
+ * unlimited, UINT64_MAX here), lowered for this request by
+ * sluice.request.set_max_body_size. A body over it gets 413 (see proxy.c). */
+uint64_t sl_proxy_body_limit(const sl_request_t *req);
+
+/* Is the request's body known to be over that limit already: a
+ * Content-Length above it, or more chunked payload arrived than it allows? */
+int sl_proxy_body_over(const sl_request_t *req);
 
 /* Frees what a request holds when its connection goes away. */
 void sl_proxy_abort(sl_request_t *req);

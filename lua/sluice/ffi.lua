@@ -90,6 +90,29 @@ int sl_ffi_req_http_version(sl_request_t *r);
 /* The client's address and port. */
 int sl_ffi_req_client(sl_request_t *r, const char **ip, size_t *len, int *port);
 
+/* The client's connection: the local address it reached (text in
+ * addr[0, cap), at least 46 bytes; the listener's when the request has no
+ * socket), the listener's port, the connection's serial number in this
+ * worker (from 1) and how many requests it carried so far, this one
+ * included. */
+int sl_ffi_req_conn(sl_request_t *r, char *addr, size_t cap, size_t *alen, int *port,
+                              double *serial, int *requests);
+
+/* Lowers the request body's limit to `bytes` for this request (rewrite,
+ * access): the body may have at most that many bytes and at most
+ * server.max_body_size. A Content-Length above it, or a chunked body that
+ * grows past it, gets 413 as server.max_body_size does (core/proxy.c).
+ * SL_OK; SL_DECLINED when the body is already known to be over (its
+ * Content-Length, or what arrived); SL_ERROR with *err. */
+int sl_ffi_req_set_max_body_size(sl_request_t *r, uint64_t bytes, const char **err);
+
+/* The fields plugins add to the request's access log line
+ * (sluice.log.set_serialize_value): json[0, len) is `,"key":value...`,
+ * copied into the request's arena and replacing the previous set; len 0
+ * drops them. SL_ERROR with *err when out of memory. */
+int sl_ffi_log_set_fields(sl_request_t *r, const char *json, size_t len,
+                                    const char **err);
+
 /* The response (header_filter, log): the status the client gets, and the
  * upstream's headers by index. sl_ffi_upstream_status is the upstream's own
  * status, 0 when none answered. */
@@ -184,6 +207,9 @@ sl_lua_task_t *sl_ffi_main_task(void);
 
 /* This worker's number (0-based) and the number of workers. */
 int sl_ffi_worker_id(int *count);
+
+/* This process's id (sluice.worker.pid). */
+int sl_ffi_worker_pid(void);
 
 /* 1 once the worker is stopping (sluice.worker.exiting), else 0. */
 int sl_ffi_worker_exiting(void);

@@ -421,6 +421,18 @@ function client.get_forwarded_port()
   return client.get_port()
 end
 
+-- Out-params of sl_ffi_req_conn: the local address's text, the serial.
+local conn_addr = ffi.new("char[64]")
+local conn_serial = ffi.new("double[1]")
+
+-- The connection the request came on, as nginx's $server_addr,
+-- $server_port, $connection and $connection_requests.
+function client.get_connection()
+  local r = check(REQ_PHASES, "sluice.client.get_connection")
+  C.sl_ffi_req_conn(r, conn_addr, 64, len1, int1, conn_serial, int2)
+  return ffi_string(conn_addr, len1[0]), int1[0], conn_serial[0], int2[0]
+end
+
 -- "http": sluice has no TLS listeners yet. allow_terminated is Kong's
 -- argument for TLS ended in front of sluice: then X-Forwarded-Proto of a
 -- trusted client counts.
@@ -995,7 +1007,83 @@ function log.serialize()
                                  consumer_id = credential.consumer_id or of
                                    or (consumer and consumer.id) }
   end
+  -- What plugins added with set_serialize_value.
+  local sv = ctx and ctx.serialize
+  if sv then
+    for _, k in ipairs(sv.keys) do
+      if sv[k] ~= nil then
+        out[k] = sv[k]
+      end
+    end
+  end
   return out
+end
+
+-- The access log's own fields: a plugin's value may not take their names.
+local ACCESS_LOG_FIELDS = {
+  time = true, request_id = true, client_ip = true, method = true, path = true,
+  status = true, bytes_sent = true, request_bytes = true, latency_ms = true,
+  upstream_latency_ms = true, route = true, service = true, upstream = true,
+}
+local MAX_SERIALIZE_VALUES = 32
+local MAX_SERIALIZE_BYTES = 4096
+
+-- Adds key = value to what sluice.log.serialize returns and to the
+-- request's access log line; nil removes it. The context keeps
+-- serialize = { keys in the order first set, [key] = value }.
+function log.set_serialize_value(key, value)
+  if type(key) ~= "string" then
+    arg_error(1, "set_serialize_value", "string", key)
+  end
+  if not str_find(key, "^[%a_][%w_]*$") or #key > 64 then
+    error("bad argument #1 to 'set_serialize_value' (a name of letters, digits and _ "
+      .. "expected, got '" .. key .. "')", 2)
+  end
+  if ACCESS_LOG_FIELDS[key] then
+    error("bad argument #1 to 'set_serialize_value' ('" .. key .. "' is a field of the "
+      .. "access log's own)", 2)
+  end
+  local vt = type(value)
+  if value ~= nil and vt ~= "string" and vt ~= "boolean"
+      and (vt ~= "number" or value ~= value or value == math.huge or value == -math.huge) then
+    arg_error(2, "set_serialize_value", "string, finite number, boolean or nil", value)
+  end
+  local r = check(REQ_PHASES, "sluice.log.set_serialize_value")
+  local ctx = get_ctx()
+  local sv = ctx.serialize
+  if not sv then
+    sv = { keys = {} }
+    ctx.serialize = sv
+  end
+  if sv[key] == nil then
+    if value == nil then
+      return true
+    end
+    if #sv.keys >= MAX_SERIALIZE_VALUES then
+      return nil, "too many serialize values (at most " .. MAX_SERIALIZE_VALUES .. ")"
+    end
+    sv.keys[#sv.keys + 1] = key
+  end
+  local old = sv[key]
+  sv[key] = value
+  local parts, n = {}, 0
+  for _, k in ipairs(sv.keys) do
+    local v = sv[k]
+    if v ~= nil then
+      n = n + 1
+      parts[n] = "," .. cjson.encode(k) .. ":" .. cjson.encode(v)
+    end
+  end
+  local json = tbl_concat(parts)
+  if #json > MAX_SERIALIZE_BYTES then
+    sv[key] = old
+    return nil, "serialize values too large (at most " .. MAX_SERIALIZE_BYTES .. " bytes of JSON)"
+  end
+  if C.sl_ffi_log_set_fields(r, json, #json, errp) ~= 0 then
+    sv[key] = old
+    return nil, ffi_string(errp[0])
+  end
+  return true
 end
 
 -- sluice.node / sluice.worker ------------------------------------------------------------
@@ -1045,6 +1133,10 @@ end
 
 function worker.id()
   return (C.sl_ffi_worker_id(int2))
+end
+
+function worker.pid()
+  return C.sl_ffi_worker_pid()
 end
 
 function worker.count()
@@ -1480,6 +1572,21 @@ function request.get_body(mimetype)
     return nil, err
   end
   return decode_body(raw, ctype)
+end
+
+-- Lowers the most bytes this request's body may have (rewrite, access); the
+-- C core answers 413 past it, for Content-Length and chunked bodies alike.
+-- true, or nil, err when the body is already known to be larger.
+function request.set_max_body_size(bytes)
+  check_int(1, "set_max_body_size", bytes, 0, 1e15)
+  local r = check(BEFORE_PROXY, "sluice.request.set_max_body_size")
+  local rc = C.sl_ffi_req_set_max_body_size(r, bytes, errp)
+  if rc == base.DECLINED then
+    return nil, "request body larger than " .. bytes .. " bytes"
+  elseif rc ~= base.OK then
+    return nil, ffi_string(errp[0])
+  end
+  return true
 end
 
 -- Replaces the body sent upstream; the client's own body is read to its end
