@@ -35,10 +35,20 @@ local daos = {}
 
 -- Indexes the consumers of a normalized config (nil: none) and the
 -- credentials of the collections in kinds (config.credentials: { [kind] = {
--- unique = { field, ... } } }, nil: none). O(credentials); every lookup after
--- it is O(1).
-function _M.init(list, kinds)
+-- unique = { field, ... } } }, nil: none), and the services (Kong's entity
+-- shape, for sluice.db.services). O(entities); every lookup after it is O(1).
+function _M.init(list, kinds, services)
   by_id, by_username, by_custom_id, collections, daos = {}, {}, {}, {}, {}
+  -- Services, for sluice.db.services (select, select_by_name, each).
+  local svc = { by_id = {}, unique = { name = {} }, list = {} }
+  for i, s in ipairs(services or {}) do
+    svc.by_id[s.id] = s
+    if s.name then
+      svc.unique.name[s.name] = s
+    end
+    svc.list[i] = s
+  end
+  collections.services = svc
   for kind, k in pairs(kinds or {}) do
     local unique = {}
     for _, field in ipairs(k.unique) do

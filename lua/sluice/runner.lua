@@ -307,7 +307,11 @@ end
 -- 1..n, its global rewrite chain is set 0. Returns build's info.
 function _M.init(cfg)
   consumer_scoped = {}
-  consumers.init(cfg.consumers, cfg.credentials)
+  local services = {}
+  for i, s in ipairs(cfg.services or {}) do
+    services[i] = service_entity(s)
+  end
+  consumers.init(cfg.consumers, cfg.credentials, services)
   pdk.set_upstreams(cfg.upstreams)
   local built, rewrite, used, info = build(cfg)
   routes, rewrite_chain, in_use = built, rewrite, used
