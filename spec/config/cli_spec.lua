@@ -98,7 +98,7 @@ upstreams:
     assert.matches(f .. ':13: services%[1%]%.name: duplicate service name "api"', out)
     assert.matches(f .. ":15: services%[1%]%.timeout: unknown field 'timeout'\n", out)
     assert.matches(f .. ':18: routes%[0%]%.service: no service named "missing"\n', out)
-    assert.matches(f .. ":21: plugins%[0%]%.name: plugin 'rate%-limiting' not found %(looked in ",
+    assert.matches(f .. ":21: plugins%[0%]%.name: plugin 'no%-such%-plugin' not found %(looked in ",
       out)
     assert.not_matches("configuration OK", out)
     local _, lines = out:gsub("\n", "")

@@ -659,7 +659,7 @@ consumers:
       }, "\n"), err)
     end)
 
-    it("keeps credentials as written, nested or naming their consumer", function()
+    it("collects credentials, nested or naming their consumer", function()
       local out = ok(HEAD .. [[
 consumers:
 - username: alice
@@ -681,8 +681,11 @@ basicauth_credentials:
       local alice = out.consumers[1]
       assert.same({ "k1", "k2", "k3" }, { alice.keyauth_credentials[1].key,
         alice.keyauth_credentials[2].key, alice.keyauth_credentials[3].key })
-      assert.same({ { group = "admins" } }, alice.acls)
-      assert.equal("p", alice.basicauth_credentials[1].password)
+      assert.equal("admins", alice.acls[1].group)
+      assert.same({ id = alice.id }, alice.acls[1].consumer)
+      -- basic-auth's daos.lua hashes a plain password at load.
+      assert.equal("a", alice.basicauth_credentials[1].username)
+      assert.not_equal("p", alice.basicauth_credentials[1].password)
       assert.same({}, alice.hmacauth_credentials)
       assert.same({}, alice.oauth2_credentials)
 
@@ -959,7 +962,7 @@ plugins:
           .. "line 3)",
         file .. ":15: services[1].timeout: unknown field 'timeout'",
         file .. ':18: routes[0].service: no service named "missing"',
-        file .. ":21: plugins[0].name: plugin 'rate-limiting' not found (looked in "
+        file .. ":21: plugins[0].name: plugin 'no-such-plugin' not found (looked in "
           .. PLUGINS_DIR .. ")",
         "",
       }, "\n"), err)
