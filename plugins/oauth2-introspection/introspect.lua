@@ -126,10 +126,14 @@ local function introspect(st, h, token, method, path, owner)
       claims = doc
     end
   end
+  local ok, err = true, nil
   if claims then
-    dict:set("t:" .. h, body, ttl)
+    ok, err = dict:set("t:" .. h, body, ttl)
   elseif ttl > 0 then
-    dict:set("t:" .. h, INACTIVE, ttl)
+    ok, err = dict:set("t:" .. h, INACTIVE, ttl)
+  end
+  if not ok then
+    sluice.log.warn("could not cache an introspection answer of ", #body, " bytes: ", err)
   end
   dict:delete("l:" .. h)
   return claims, false
@@ -173,7 +177,9 @@ function _M.lookup(st, h, token, method, path)
   while true do
     owner_seq = owner_seq + 1
     local owner = worker_id() .. ":" .. owner_seq
-    if dict:add(lock, owner, st.timeout + LOCK_MARGIN) then
+    local locked, lock_err = dict:add(lock, owner, st.timeout + LOCK_MARGIN)
+    if locked or lock_err ~= "exists" then
+      -- Ours (or the dict cannot hold a lock at all: introspect unlocked).
       return introspect(st, h, token, method, path, owner)
     end
     -- Another request introspects this token: wait for its answer.
