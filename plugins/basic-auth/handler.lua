@@ -54,7 +54,9 @@ local function credentials(value)
   if not colon or colon == 1 then
     return nil
   end
-  local cred = sluice.db.basicauth_credentials:select_by_username(str_sub(userpass, 1, colon - 1))
+  -- sluice.db has no basicauth_credentials when the config holds none.
+  local dao = sluice.db.basicauth_credentials
+  local cred = dao and dao:select_by_username(str_sub(userpass, 1, colon - 1))
   if not cred then
     return nil
   end

@@ -178,7 +178,9 @@ function KeyAuth.access(_, conf)
   end
   local p = prepared[conf] or prepare(conf)
   local key, message = find_key(conf, p)
-  local cred = key and sluice.db.keyauth_credentials:select_by_key(key)
+  -- sluice.db has no keyauth_credentials when the config holds none.
+  local dao = key and sluice.db.keyauth_credentials
+  local cred = dao and dao:select_by_key(key)
   if cred and cred.ttl and sluice.now() >= cred.created_at + cred.ttl then
     cred = nil
   end

@@ -175,4 +175,10 @@ describe("plugin: basic-auth (access)", function()
     assert.res_status(200, res)
     assert.is_nil(res.upstream.headers["x-anonymous-consumer"])
   end)
+
+  it("answers 401, not 500, when the config holds no credentials at all", function()
+    local none = t.plugin("basic-auth", {}, { consumers = {} })
+    assert.equal("Unauthorized", message(none:run({ headers = basic("Aladdin:open-sesame") }),
+      401))
+  end)
 end)
