@@ -212,6 +212,18 @@ describe("plugin: rate-limiting (schema)", function()
     assert.equal(1024 * 1024, out.server.shared_dicts[1].size)
   end)
 
+  it("loads the example of its docs page", function()
+    local here = debug.getinfo(1, "S").source:match("^@(.-)spec/plugins/rate%-limiting/")
+    local f = assert(io.open((here or "") .. "docs/plugins/rate-limiting.md"))
+    local doc = f:read("*a")
+    f:close()
+    local example = assert(doc:match("```yaml\n(.-)```"))
+    local out = assert(config.load_string(example, "example.yaml"))
+    local c = out.plugins[1].config
+    assert.same({ 60, 1000, "consumer", "redis", "10.0.0.9", 6379 },
+      { c.minute, c.hour, c.limit_by, c.policy, c.redis.host, c.redis.port })
+  end)
+
   it("is what t.plugin checks too", function()
     assert.has_error(function()
       t.plugin("rate-limiting", { minute = 5, policy = "cluster" })
