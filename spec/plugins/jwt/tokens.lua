@@ -66,4 +66,46 @@ function _M.jwks(list)
   return cjson.encode({ keys = keys })
 end
 
+-- A JWKS endpoint: nginx answering GET /keys with the file set() last wrote
+-- (a 503 while there is none), so a spec can rotate keys or take the issuer
+-- down. Returns { url =, set = fn(body or nil), hits = fn() -> requests so far }.
+function _M.jwks_server()
+  local helpers = require("sluice.test.helpers")
+  local dir = helpers.tmpdir()
+  local file = dir .. "/keys.json"
+  local u = helpers.start_upstream({ locations = string.format([[
+    location = /keys {
+      content_by_lua_block {
+        local f = io.open("%s", "rb")
+        if not f then
+          ngx.status = 503
+          ngx.say("down")
+          return
+        end
+        local body = f:read("*a")
+        f:close()
+        ngx.header["Content-Type"] = "application/json"
+        ngx.print(body)
+      }
+    }]], file) })
+  local server = { url = "http://127.0.0.1:" .. u.port .. "/keys", upstream = u }
+  function server.set(body)
+    if body then
+      helpers.write_file(file, body)
+    else
+      os.remove(file)
+    end
+  end
+  function server.hits()
+    local n = 0
+    for _, line in ipairs(helpers.upstream_requests(u)) do
+      if line:find("GET /keys", 1, true) then
+        n = n + 1
+      end
+    end
+    return n
+  end
+  return server
+end
+
 return _M
