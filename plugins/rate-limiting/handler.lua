@@ -1,4 +1,5 @@
 -- rate-limiting: Kong's limits per window, exact under concurrency, per node or in Redis.
+local crypto = require("sluice.crypto")
 local windows = require("sluice.plugins.rate-limiting.windows")
 local local_policy = require("sluice.plugins.rate-limiting.policies.local")
 local redis_policy = require("sluice.plugins.rate-limiting.policies.redis")
@@ -21,6 +22,12 @@ local retry_after = windows.retry_after
 -- A worker logs a failing counter store at most once per this many seconds.
 local ERROR_LOG_INTERVAL = 10
 local SCRATCH = { "start", "stop", "prev_start", "weight", "ttl", "count", "before", "keys" }
+-- Longer identifiers (a header's value, say) are keyed by their SHA-256, so
+-- that a counter's size stays bounded whatever a client sends; the kind
+-- tag's upper case says so ("H:" is a hashed "h:").
+local MAX_IDENTIFIER = 64
+local HASHED = { ["c:"] = "C:", ["k:"] = "K:", ["i:"] = "I:", ["s:"] = "S:", ["h:"] = "H:",
+                 ["p:"] = "P:" }
 
 local RateLimiting = {
   PRIORITY = 910, -- Kong's: after authentication (key-auth 1250), before the circuit-breaker (905)
@@ -45,7 +52,7 @@ local IDENTIFY = {
       id = c and c.id
     end
     if id then
-      return "c:", id
+      return "c:", tostring(id)
     end
     return by_ip()
   end,
@@ -53,7 +60,7 @@ local IDENTIFY = {
     local c = sluice.client.get_credential()
     local id = c and c.id
     if id then
-      return "k:", id
+      return "k:", tostring(id)
     end
     return by_ip()
   end,
@@ -62,7 +69,7 @@ local IDENTIFY = {
     local s = sluice.router.get_service()
     local id = s and s.id
     if id then
-      return "s:", id
+      return "s:", tostring(id)
     end
     return by_ip()
   end,
@@ -208,6 +215,9 @@ end
 function RateLimiting.access(_, conf)
   local plan = plans[conf] or plan_of(conf)
   local kind, id = plan.identify(conf)
+  if #id > MAX_IDENTIFIER then
+    kind, id = HASHED[kind], crypto.hex(crypto.sha256(id))
+  end
   local base = (prefixes[conf] or prefix_of(conf)) .. kind .. id
   local now = sluice.now()
   local refused, err = plan.counter(plan, base, now)

@@ -110,9 +110,10 @@ function _M.count(plan, base, now)
     fill(plan, base)
     res, err = red:eval(SCRIPT, unpack(plan.args, 2, plan.nargs))
   end
-  if not res then
+  if type(res) ~= "table" or type(res[1]) ~= "number" then
     red:close()
-    return nil, "could not count in " .. plan.where .. ": " .. tostring(err)
+    return nil, "could not count in " .. plan.where .. ": "
+      .. (res and "unexpected reply to the script" or tostring(err))
   end
   red:set_keepalive()
   -- Other requests may have framed the plan while this one waited.

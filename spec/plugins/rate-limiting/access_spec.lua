@@ -236,6 +236,27 @@ describe("plugin: rate-limiting (access)", function()
       assert.same({ 200 }, statuses(p, 1, { path = "/a", client_ip = "10.0.0.6" }))
     end)
 
+    it("keys long values by their SHA-256, so counters stay small", function()
+      local p = t.plugin("rate-limiting", { hour = 1, limit_by = "header",
+                                            header_name = "X-Token" })
+      local long = string.rep("a", 200)
+      local other = string.rep("a", 199) .. "b"
+      local function req(v)
+        return { path = "/a", headers = { ["X-Token"] = v } }
+      end
+      assert.same({ 200, 429 }, statuses(p, 2, req(long)))
+      assert.same({ 200, 429 }, statuses(p, 2, req(other)))
+      local keys = dict():get_keys(0)
+      assert.equal(2, #keys)
+      local sha = sluice.crypto.hex(sluice.crypto.sha256(long))
+      local found = false
+      for _, k in ipairs(keys) do
+        assert.is_true(#k < 120, k)
+        found = found or k:find("|H:" .. sha .. "|hour|", 1, true) ~= nil
+      end
+      assert.is_true(found, table.concat(keys, " "))
+    end)
+
     it("path: the requests to that path together, others per client IP", function()
       local p = t.plugin("rate-limiting", { hour = 2, limit_by = "path", path = "/login" })
       assert.equal(200, run(p, { path = "/login", client_ip = "10.0.0.1" }).status)
