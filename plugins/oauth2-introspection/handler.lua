@@ -53,7 +53,6 @@ local INVALID = refusal(401, {
   .. 'error_description="The access token is invalid or has expired"')
 local UNAVAILABLE = json_encode({ message = "The access token could not be introspected" })
 local UNAVAILABLE_HEADERS = { ["Content-Type"] = JSON_TYPE }
-local SCOPE_MESSAGE = "The access token does not have the required scopes"
 
 local Introspection = {
   PRIORITY = 1700, -- Kong EE's: before key-auth (1250) and the other auth plugins
@@ -65,8 +64,9 @@ local Introspection = {
 -- Per worker, one per config table (made in configure, or on first use):
 -- conf -> { url, headers, body_tail, salt, ttl, inactive_ttl, timeout (s),
 -- introspect_request, gate = { run_on_preflight, anonymous }, claim,
--- consumer_field, forward = { { claim, header }, ... }, scopes = { " s ", ... },
--- all_scopes, scope_refusal }.
+-- consumer_field, forward = { { claim, header }, ... }, hide, and with
+-- required scopes: scopes = { " s ", ... }, required_scopes, all_scopes,
+-- scope_list, scope_challenge }.
 local states = setmetatable({}, { __mode = "k" })
 
 -- RFC 6749 2.3.1: the id and secret are form-encoded, then joined for Basic.
@@ -126,19 +126,14 @@ local function prepare(conf)
     consumer_field = conf.consumer_by == "client_id" and "custom_id" or "username",
     forward = forward,
     scopes = scopes,
-    all_scopes = conf.scopes_required_mode == "all",
+    all_scopes = conf.scopes_match == "all",
     hide = conf.hide_credentials,
   }
   if scopes then
-    local list = tbl_concat(conf.required_scopes, " ")
-    st.scope_refusal = {
-      status = 403,
-      body = json_encode({ message = SCOPE_MESSAGE }),
-      message = SCOPE_MESSAGE,
-      headers = { ["Content-Type"] = JSON_TYPE,
-                  ["WWW-Authenticate"] = REALM .. ', error="insufficient_scope", '
-                    .. 'error_description="' .. SCOPE_MESSAGE .. '", scope="' .. list .. '"' },
-    }
+    st.required_scopes = conf.required_scopes
+    st.scope_list = tbl_concat(conf.required_scopes, " ")
+    st.scope_challenge = REALM .. ', error="insufficient_scope", scope="' .. st.scope_list
+      .. '"'
   end
   states[conf] = st
   return st
@@ -160,6 +155,26 @@ local function clear_claims(st)
   end
 end
 
+-- The 403 for a token without the required scopes, in the jwt plugin's
+-- words: the missing scopes (all), or the ones that would do (any).
+local function scope_refusal(st, scope)
+  local message
+  if st.all_scopes then
+    local padded = " " .. (type(scope) == "string" and scope or "") .. " "
+    local missing = {}
+    for i, s in ipairs(st.required_scopes) do
+      if not str_find(padded, st.scopes[i], 1, true) then
+        missing[#missing + 1] = s
+      end
+    end
+    message = "Missing required scopes: " .. tbl_concat(missing, " ")
+  else
+    message = "Missing required scope: one of " .. st.scope_list
+  end
+  return { status = 403, message = message, body = json_encode({ message = message }),
+           headers = { ["Content-Type"] = JSON_TYPE, ["WWW-Authenticate"] = st.scope_challenge } }
+end
+
 -- Refuses the request, or lets it in as the anonymous consumer.
 local function reject(st, r)
   if st.gate.anonymous then
@@ -169,18 +184,23 @@ local function reject(st, r)
   return sluice.response.exit(r.status, r.body, r.headers)
 end
 
--- Whether the scope claim (a space-separated string, or a list) satisfies
--- the required scopes.
-local function scopes_ok(st, scope)
+-- The scope claim as a space-separated string (RFC 7662; some servers send
+-- a list), or nil.
+local function scope_string(scope)
   if type(scope) == "table" then
     for i = 1, #scope do
       if type(scope[i]) ~= "string" then
-        return false
+        return nil
       end
     end
-    scope = tbl_concat(scope, " ")
+    return tbl_concat(scope, " ")
   end
-  if type(scope) ~= "string" then
+  return type(scope) == "string" and scope or nil
+end
+
+-- Whether the scope string satisfies the required scopes.
+local function scopes_ok(st, scope)
+  if not scope then
     return false
   end
   local padded = " " .. scope .. " "
@@ -284,8 +304,11 @@ function Introspection.access(_, conf)
   if not claims then
     return reject(st, INVALID)
   end
-  if st.scopes and not scopes_ok(st, claims.scope) then
-    return reject(st, st.scope_refusal)
+  if st.scopes then
+    local scope = scope_string(claims.scope)
+    if not scopes_ok(st, scope) then
+      return reject(st, scope_refusal(st, scope))
+    end
   end
   return accept(st, claims, h)
 end

@@ -129,10 +129,20 @@ return {
               type = "set", default = {},
               elements = { type = "string", match = SCOPE_TOKEN },
               description = "Scopes the token's scope claim must hold (see "
-                .. "scopes_required_mode); empty: no scope check." } },
+                .. "scopes_match); without them the answer is 403. Empty: no scope "
+                .. "check." } },
+          { scopes_match = {
+              type = "string", default = "all", one_of = { "all", "any" },
+              description = "all: every required scope must be there; any: one is "
+                .. "enough (the jwt plugin's field)." } },
+        },
+        shorthand_fields = {
           { scopes_required_mode = {
-              type = "string", default = "all", one_of = { "any", "all" },
-              description = "all: every required scope; any: at least one." } },
+              type = "string",
+              func = function(v)
+                return { scopes_match = v }
+              end,
+              description = "Another name for scopes_match." } },
         },
         check = function(c)
           if c.authorization_value and (c.client_id or c.client_secret) then

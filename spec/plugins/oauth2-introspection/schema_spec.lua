@@ -30,7 +30,7 @@ describe("plugin: oauth2-introspection (schema)", function()
       ttl = 30, inactive_ttl = 5, timeout = 10000, keepalive = 60000,
       hide_credentials = false, run_on_preflight = true, consumer_by = "username",
       introspect_request = false, custom_introspection_headers = {},
-      custom_claims_forward = {}, required_scopes = {}, scopes_required_mode = "all",
+      custom_claims_forward = {}, required_scopes = {}, scopes_match = "all",
     }, c)
   end)
 
@@ -58,6 +58,21 @@ describe("plugin: oauth2-introspection (schema)", function()
     assert.same({ "email", "roles" }, c.custom_claims_forward)
     assert.same({ ["X-Tenant"] = "acme" }, c.custom_introspection_headers)
     assert.same({ "read", "orders:write" }, c.required_scopes)
+    assert.equal("any", c.scopes_match)
+  end)
+
+  it("takes the jwt plugin's scopes_match, or scopes_required_mode, not both", function()
+    local base = [[
+        config:
+          introspection_url: http://127.0.0.1:9000/introspect
+          authorization_value: Basic Zm9vOmJhcg==
+]]
+    local c = assert(load(base .. "          scopes_match: any\n")).plugins[1].config
+    assert.equal("any", c.scopes_match)
+    local _, err = load(base .. "          scopes_match: any\n"
+      .. "          scopes_required_mode: all\n")
+    assert.matches("config.scopes_required_mode: cannot be combined with 'scopes_match'", err, 1,
+      true)
   end)
 
   it("takes client_id and client_secret instead of authorization_value", function()
@@ -149,7 +164,7 @@ describe("plugin: oauth2-introspection (schema)", function()
     assert.matches("config.custom_introspection_headers", err, 1, true)
     assert.matches("config.custom_claims_forward[0]", err, 1, true)
     assert.matches("config.required_scopes[0]", err, 1, true)
-    assert.matches("config.scopes_required_mode: expected one of: any, all", err, 1, true)
+    assert.matches("config.scopes_required_mode: expected one of: all, any", err, 1, true)
   end)
 
   it("brings its shared dict, 16m, unless the user sizes it", function()
