@@ -110,6 +110,44 @@ describe("plugin: rate-limiting (proxy)", function()
     assert.equal(2, #upstream:requests())
   end)
 
+  it("counts per consumer after key-auth, per instance: route, service, consumer", function()
+    inside_window(3600, 10)
+    local proxy = t.start({
+      consumers = {
+        { username = "alice", keyauth_credentials = { { key = "k-alice" } },
+          plugins = { { name = "rate-limiting", config = { hour = 1 } } } },
+        { username = "bob", keyauth_credentials = { { key = "k-bob" } } },
+      },
+      services = { {
+        name = "api", url = upstream.url,
+        plugins = { { name = "key-auth" }, { name = "rate-limiting", config = { hour = 2 } } },
+        routes = {
+          { name = "a", paths = { "/a" } },
+          { name = "b", paths = { "/b" } },
+          { name = "c", paths = { "/c" },
+            plugins = { { name = "rate-limiting", config = { hour = 3 } } } },
+        },
+      } },
+    })
+    local function get(path, key)
+      local res = assert(proxy:get(path, { headers = { apikey = key } }))
+      return res.status, res.headers["x-ratelimit-limit-hour"]
+    end
+    -- Authentication runs first: no key, no count.
+    assert.equal(401, (proxy:get("/a")).status)
+    -- bob: the service's instance counts routes a and b together (2)...
+    assert.same({ 200, "2" }, { get("/a", "k-bob") })
+    assert.same({ 200, "2" }, { get("/b", "k-bob") })
+    assert.same({ 429, "2" }, { get("/a", "k-bob") })
+    -- ...and route c's own instance has its own count (3).
+    assert.same({ 200, "3" }, { get("/c", "k-bob") })
+    -- alice: her own instance (1 an hour) wherever she goes, c included.
+    assert.same({ 200, "1" }, { get("/a", "k-alice") })
+    assert.same({ 429, "1" }, { get("/b", "k-alice") })
+    assert.same({ 429, "1" }, { get("/c", "k-alice") })
+    assert.equal(4, #upstream:requests())
+  end)
+
   it("accepts exactly the limit of 500 concurrent requests, over 2 workers (local)",
     function()
       inside_window(3600, 60)
