@@ -156,10 +156,22 @@ const char *sl_health_name(const sl_upstream_t *u, size_t i)
 
 /* --- the state machine ---------------------------------------------------- */
 
+/* "host:port", and for a name's slot the address it stands for now. */
 static void target_text(const sl_upstream_t *u, size_t i, char *buf, size_t len)
 {
     const sl_target_t *t = &u->targets[i];
-    snprintf(buf, len, strchr(t->host, ':') != NULL ? "[%s]:%u" : "%s:%u", t->host, t->port);
+    int n =
+        snprintf(buf, len, strchr(t->host, ':') != NULL ? "[%s]:%u" : "%s:%u", t->host, t->port);
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char ip[INET6_ADDRSTRLEN];
+    if (t->dns_slot == 0 || n < 0 || (size_t)n >= len || !sl_targets_addr(u, i, &ss, &sslen))
+        return;
+    const void *a = ss.ss_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)&ss)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)&ss)->sin_addr;
+    if (inet_ntop(ss.ss_family, a, ip, sizeof(ip)) != NULL)
+        snprintf(buf + n, len - (size_t)n, " (%s)", ip);
 }
 
 /* Sets or clears one `down` bit; returns 1 when this call changed it. The
