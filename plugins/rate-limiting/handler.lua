@@ -97,7 +97,8 @@ local IDENTIFY = {
 -- (SCRATCH) }.
 local plans = setmetatable({}, { __mode = "k" })
 -- Per worker, per config: the key prefix of its counters, which names the
--- instance as Kong's keys do (the route and service it is attached to).
+-- instance as Kong's keys do (the route and service it is attached to), and
+-- the consumer of a consumer's instance.
 local prefixes = setmetatable({}, { __mode = "k" })
 -- Per worker: where -> { at = when an error was last logged, missed = errors since }.
 local failures = {}
@@ -138,6 +139,11 @@ local function prefix_of(conf)
   end
   if str_find(scope, "service", 1, true) then
     parts[#parts + 1] = ":" .. tostring(sluice.router.get_service().id)
+  end
+  if str_find(scope, "consumer", 1, true) then
+    -- An instance of one consumer only runs for that consumer.
+    local c = sluice.client.get_consumer()
+    parts[#parts + 1] = ":" .. tostring(c and c.id)
   end
   parts[#parts + 1] = "|"
   local prefix = tbl_concat(parts)

@@ -117,6 +117,11 @@ describe("plugin: rate-limiting (proxy)", function()
         { username = "alice", keyauth_credentials = { { key = "k-alice" } },
           plugins = { { name = "rate-limiting", config = { hour = 1 } } } },
         { username = "bob", keyauth_credentials = { { key = "k-bob" } } },
+        -- carol and dave each have an instance of their own, by IP.
+        { username = "carol", keyauth_credentials = { { key = "k-carol" } },
+          plugins = { { name = "rate-limiting", config = { hour = 1, limit_by = "ip" } } } },
+        { username = "dave", keyauth_credentials = { { key = "k-dave" } },
+          plugins = { { name = "rate-limiting", config = { hour = 1, limit_by = "ip" } } } },
       },
       services = { {
         name = "api", url = upstream.url,
@@ -145,7 +150,12 @@ describe("plugin: rate-limiting (proxy)", function()
     assert.same({ 200, "1" }, { get("/a", "k-alice") })
     assert.same({ 429, "1" }, { get("/b", "k-alice") })
     assert.same({ 429, "1" }, { get("/c", "k-alice") })
-    assert.equal(4, #upstream:requests())
+    -- carol and dave come from the same IP, each with an instance of their
+    -- own counting by IP: one count each, not one for both.
+    assert.same({ 200, "1" }, { get("/a", "k-carol") })
+    assert.same({ 200, "1" }, { get("/a", "k-dave") })
+    assert.same({ 429, "1" }, { get("/a", "k-dave") })
+    assert.equal(6, #upstream:requests())
   end)
 
   it("accepts exactly the limit of 500 concurrent requests, over 2 workers (local)",
