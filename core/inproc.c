@@ -202,6 +202,11 @@ static void advance(inproc_t *ip, int rc)
                 rc = sl_lua_phase(req, SL_PHASE_ACCESS);
             break;
         default:
+            /* As proxy.c's proxy_request: a body over the limit a plugin set. */
+            if (req->max_body_plus_one != 0 && sl_proxy_body_over(req)) {
+                answer_error(ip, 413, "Request size limit exceeded");
+                return;
+            }
             proxy(ip);
             return;
         }
