@@ -72,3 +72,51 @@ describe("plugin: correlation-id (access)", function()
     assert.equal(id_of(res), res.headers["kong-request-id"])
   end)
 end)
+
+describe("pdk: sluice.log.set_serialize_value", function()
+  local function run(phase, code)
+    local res = t.plugin("post-function", { [phase] = { code } }):run({})
+    return res, table.concat(res.logs, "\n")
+  end
+
+  it("adds, replaces and removes keys in serialize()", function()
+    local res = run("header_filter", [[
+      assert(sluice.log.set_serialize_value("a", 1))
+      assert(sluice.log.set_serialize_value("b", "x"))
+      assert(sluice.log.set_serialize_value("a", true))
+      assert(sluice.log.set_serialize_value("b", nil))
+      local s = sluice.log.serialize()
+      sluice.response.set_header("X-A", tostring(s.a))
+      sluice.response.set_header("X-B", tostring(s.b))
+    ]])
+    assert.equal("true", res.headers["x-a"])
+    assert.equal("nil", res.headers["x-b"])
+  end)
+
+  it("refuses the access log's own names, bad keys and bad values", function()
+    local _, logs = run("access", "sluice.log.set_serialize_value('status', 1)")
+    assert.matches("bad argument #1 to 'set_serialize_value' ('status' is a field of the "
+      .. "access log's own)", logs, 1, true)
+    _, logs = run("access", "sluice.log.set_serialize_value('a.b', 1)")
+    assert.matches("bad argument #1 to 'set_serialize_value' (a name of letters", logs, 1, true)
+    _, logs = run("access", "sluice.log.set_serialize_value('k', {})")
+    assert.matches("bad argument #2 to 'set_serialize_value' (string, finite number, boolean "
+      .. "or nil expected, got table)", logs, 1, true)
+    _, logs = run("access", "sluice.log.set_serialize_value('k', 0/0)")
+    assert.matches("bad argument #2 to 'set_serialize_value'", logs, 1, true)
+  end)
+
+  it("returns nil, err past 32 keys or 4096 bytes", function()
+    local res = run("access", [[
+      for i = 1, 32 do assert(sluice.log.set_serialize_value("k" .. i, i)) end
+      local ok, err = sluice.log.set_serialize_value("k33", 1)
+      local ok2, err2 = sluice.log.set_serialize_value("k1", string.rep("x", 5000))
+      sluice.response.set_header("X-Err", tostring(ok) .. " " .. err .. "; "
+        .. tostring(ok2) .. " " .. err2)
+      sluice.response.set_header("X-K1", tostring(sluice.log.serialize().k1))
+    ]])
+    assert.equal("nil too many serialize values (at most 32); nil serialize values too large "
+      .. "(at most 4096 bytes of JSON)", res.headers["x-err"])
+    assert.equal("1", res.headers["x-k1"])
+  end)
+end)

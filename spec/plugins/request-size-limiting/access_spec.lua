@@ -66,3 +66,47 @@ describe("plugin: request-size-limiting (access)", function()
     assert.equal("/plain", res.upstream.path)
   end)
 end)
+
+describe("pdk: sluice.request.set_max_body_size", function()
+  local function pre(code, request)
+    return t.plugin("pre-function", { access = { code } }):run(request or {})
+  end
+
+  it("returns true under the limit and nil, err over it", function()
+    local res = pre("local ok, err = sluice.request.set_max_body_size(3) "
+      .. "if ok == nil then return sluice.response.exit(299, err) end",
+      { method = "POST", body = "abcd" })
+    assert.equal(299, res.status)
+    assert.equal("request body larger than 3 bytes", res.body)
+    res = pre("assert(sluice.request.set_max_body_size(4) == true)",
+      { method = "POST", body = "abcd" })
+    assert.res_status(200, res)
+    assert.equal("abcd", res.upstream.body)
+  end)
+
+  it("makes the C core refuse the body when the plugin lets it through anyway", function()
+    local res = pre("sluice.request.set_max_body_size(3)", { method = "POST", body = "abcd" })
+    assert.equal(413, res.status)
+    assert.same({ message = "Request size limit exceeded" }, assert(res:json()))
+    assert.is_nil(res.upstream)
+  end)
+
+  it("only lowers the limit, never raises server.max_body_size", function()
+    local res = pre("sluice.request.set_max_body_size(1) sluice.request.set_max_body_size(100)",
+      { method = "POST", body = "abcd" })
+    assert.res_status(200, res)
+  end)
+
+  it("names a bad argument and a wrong phase", function()
+    local res = pre("sluice.request.set_max_body_size(-1)")
+    assert.equal(500, res.status)
+    assert.matches("bad argument #1 to 'set_max_body_size' (integer from 0 to 1e+15 expected, "
+      .. "got -1)", table.concat(res.logs, "\n"), 1, true)
+    local p = t.plugin("post-function", { header_filter = {
+      "sluice.request.set_max_body_size(10)" } })
+    res = p:run({})
+    assert.equal(500, res.status)
+    assert.matches("sluice.request.set_max_body_size is not allowed in phase header_filter",
+      table.concat(res.logs, "\n"), 1, true)
+  end)
+end)
