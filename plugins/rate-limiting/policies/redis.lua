@@ -54,7 +54,23 @@ return out
 ]]
 local SHA = crypto.hex(crypto.sha1(SCRIPT))
 
-local _M = { SCRIPT = SCRIPT, SHA = SHA }
+-- After a Redis timed out, a worker's requests do not wait for it again
+-- for this many seconds: a Redis that stops answering costs one timeout per
+-- second, not one per request.
+local HOLD_OFF = 1
+
+local _M = { SCRIPT = SCRIPT, SHA = SHA, HOLD_OFF = HOLD_OFF }
+
+-- Per worker: plan.where -> until when its Redis is not asked (after a timeout).
+local held_off = {}
+
+-- Returns nil and the error, holding the Redis off after a timeout.
+local function failed(plan, what, err)
+  if err == "timeout" then
+    held_off[plan.where] = sluice.now() + HOLD_OFF
+  end
+  return nil, what .. plan.where .. ": " .. tostring(err)
+end
 
 -- Builds plan's Redis parts, once per config: the connect options and the
 -- EVALSHA arguments whose constant parts (the script's SHA, the limits)
@@ -95,9 +111,16 @@ end
 -- nil, err when Redis could not be asked (nothing counted then). Yields
 -- while Redis answers.
 function _M.count(plan, base, now)
+  local until_ = held_off[plan.where]
+  if until_ and now < until_ then
+    return nil, plan.where .. " timed out less than " .. HOLD_OFF .. " s ago: not asked"
+  end
   local red, err = sluice.redis.connect(plan.redis)
   if not red then
-    return nil, err
+    if str_find(err, "could not connect", 1, true) == 1 then
+      return nil, err -- it names the address
+    end
+    return failed(plan, "could not connect to ", err)
   end
   -- plan.args is shared by this config's requests: filled and unpacked
   -- before each call, never read after a wait.
@@ -112,8 +135,7 @@ function _M.count(plan, base, now)
   end
   if type(res) ~= "table" or type(res[1]) ~= "number" then
     red:close()
-    return nil, "could not count in " .. plan.where .. ": "
-      .. (res and "unexpected reply to the script" or tostring(err))
+    return failed(plan, "could not count in ", res and "unexpected reply to the script" or err)
   end
   red:set_keepalive()
   -- Other requests may have framed the plan while this one waited.

@@ -430,6 +430,32 @@ describe("plugin: rate-limiting (access)", function()
       end
     end)
 
+    it("waits for a Redis that does not answer once per second, not per request", function()
+      -- A listener that never accepts: connections open, commands time out.
+      local srv = assert(t.socket.bind("127.0.0.1", 0))
+      local _, port = srv:getsockname()
+      port = tonumber(port)
+      local p = t.plugin("rate-limiting", conf({ redis = { host = "127.0.0.1", port = port,
+                                                           timeout = 500 } }))
+      local t0 = sluice.now()
+      local res = run(p)
+      local t1 = sluice.now()
+      assert.res_status(200, res)
+      assert.is_true(t1 - t0 >= 0.45, tostring(t1 - t0))
+      assert.matches("could not count in redis at 127.0.0.1:" .. port .. ": timeout",
+        table.concat(res.logs, "\n"), 1, true)
+      -- Within the next second: not asked, no wait.
+      res = run(p)
+      assert.res_status(200, res)
+      assert.is_true(sluice.now() - t1 < 0.3, tostring(sluice.now() - t1))
+      -- A second later it is asked again.
+      sluice.sleep(1 - (sluice.now() - t1) + 0.05)
+      local t2 = sluice.now()
+      assert.res_status(200, run(p))
+      assert.is_true(sluice.now() - t2 >= 0.45, tostring(sluice.now() - t2))
+      srv:close()
+    end)
+
     it("answers 500 while Redis is down without fault_tolerant", function()
       local port = t.helpers.free_port()
       local p = t.plugin("rate-limiting", conf({ fault_tolerant = false,
