@@ -182,7 +182,9 @@ function _M.lookup(st, h, token, method, path)
       -- Ours (or the dict cannot hold a lock at all: introspect unlocked).
       return introspect(st, h, token, method, path, owner)
     end
-    -- Another request introspects this token: wait for its answer.
+    -- Another request introspects this token: wait for its answer. A lock
+    -- whose owner never finishes (its worker died) expires, and the next
+    -- turn of this loop takes it.
     waiting_on = dict:get(lock) or waiting_on
     sluice.sleep(delay)
     delay = math_min(delay * 2, POLL_MAX)
@@ -204,11 +206,6 @@ function _M.lookup(st, h, token, method, path)
       return nil, "timed out waiting for another request's introspection of the same token"
     end
   end
-end
-
--- For the specs: the key a token's answer is cached under.
-function _M.cache_key(h)
-  return "t:" .. h
 end
 
 return _M

@@ -237,6 +237,24 @@ describe("plugin: oauth2-introspection (access)", function()
       assert.equal(2, #as:requests("bad2"))
     end)
 
+    it("waits for another request's introspection, and takes over one that never ends",
+      function()
+        as:answer({ orphan = { body = { active = true } } })
+        local p = t.plugin("oauth2-introspection", conf({ timeout = 200 }))
+        assert.res_status(200, p:run({ headers = bearer("orphan") }))
+        local dict = sluice.shared[DICT]
+        local key = dict:get_keys(0)[1]
+        dict:flush_all()
+        -- As if a request on a worker that died had taken the lock for this token.
+        dict:add("l:" .. key:sub(3), "9:1", 0.5)
+        local started = sluice.now()
+        local res = p:run({ headers = bearer("orphan") })
+        assert.res_status(200, res)
+        -- It waited for the lock's owner until the lock expired, then introspected.
+        assert.is_true(sluice.now() - started >= 0.45)
+        assert.equal(2, #as:requests("orphan"))
+      end)
+
     it("is not shared by instances that introspect differently", function()
       as:answer({ c4 = { body = { active = true } } })
       local a = t.plugin("oauth2-introspection", conf())
