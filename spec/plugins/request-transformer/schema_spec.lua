@@ -1,4 +1,5 @@
--- request-transformer's config: Kong's shape and defaults, bad entries and bad templates refused with their paths.
+-- request-transformer's config: Kong's shape and defaults; bad entries and templates refused
+-- with their paths.
 local config = require("sluice.config")
 local t = require("sluice.test")
 
