@@ -130,6 +130,8 @@ function ACL.access(_, conf)
       if refused(p, set) then
         return sluice.response.error(403, FORBIDDEN)
       end
+      -- No consumer's groups here: a client's own header of them goes too.
+      sluice.service.request.clear_header(CONSUMER_GROUPS)
       return pass(conf, AUTHENTICATED_GROUPS, header)
     end
     if not id then
