@@ -274,11 +274,8 @@ function Jwt.access(_, conf)
   end
 
   local key_claim = p.key_claim
-  local key = claims[key_claim]
-  if key == nil then
-    key = header[key_claim]
-  end
-  if key == nil then
+  local key = claims[key_claim] or header[key_claim]
+  if not key then
     return unauthorized(conf, p, "No mandatory '" .. key_claim .. "' in claims")
   elseif key == "" then
     return unauthorized(conf, p, "Invalid '" .. key_claim .. "' in claims")
