@@ -177,7 +177,7 @@ end
 local function publish(plan, refused)
   local set_header = sluice.response.set_header
   local count, before, weight = plan.count, plan.before, plan.weight
-  local best, best_remaining, best_len
+  local best, best_remaining, best_remaining_s, best_len
   local now = plan.now
   local retry = 0
   for i = 1, plan.n do
@@ -189,12 +189,13 @@ local function publish(plan, refused)
         remaining = 0
       end
     end
+    local remaining_s = tostring(remaining)
     set_header(w.header_limit, w.limit_s)
-    set_header(w.header_remaining, remaining)
+    set_header(w.header_remaining, remaining_s)
     local len = plan.stop[i] - plan.start[i]
     if not best or remaining < best_remaining
         or (remaining == best_remaining and len > best_len) then
-      best, best_remaining, best_len = i, remaining, len
+      best, best_remaining, best_remaining_s, best_len = i, remaining, remaining_s, len
     end
     if refused > 0 and count[i] + before[i] * weight[i] + 1 > w.limit then
       local r = retry_after(plan, i)
@@ -205,7 +206,7 @@ local function publish(plan, refused)
   end
   local reset = plan.stop[best] - math_floor(now)
   set_header("RateLimit-Limit", plan[best].limit_s)
-  set_header("RateLimit-Remaining", best_remaining)
+  set_header("RateLimit-Remaining", best_remaining_s)
   set_header("RateLimit-Reset", reset > 1 and reset or 1)
   return retry
 end
