@@ -70,10 +70,10 @@ local function check_types(r)
     local name, value = split(entry)
     local t = r.json_types[i] or "string"
     if t == "number" and not is_json_number(value) then
-      return nil, "'" .. name .. "': '" .. value .. "' is not a number", "json[" .. (i - 1) .. "]"
+      return nil, "'" .. name .. "': '" .. value .. "' is not a number", { "json", i }
     elseif t == "boolean" and value ~= "true" and value ~= "false" then
       return nil, "'" .. name .. "': '" .. value .. "' is not a boolean (true or false)",
-        "json[" .. (i - 1) .. "]"
+        { "json", i }
     end
   end
   return true
