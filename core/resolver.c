@@ -94,13 +94,13 @@ static void arm_timer(void)
 
 double sl_resolver_ttl(const sl_server_conf_t *server, int ttl)
 {
-    double seconds;
+    double seconds = (double)ttl;
     if (server->dns_valid_ttl > 0)
-        seconds = server->dns_valid_ttl / 1000.;
-    else
-        seconds =
-            SL_MIN(SL_MAX((double)ttl, server->dns_min_ttl / 1000.), server->dns_max_ttl / 1000.);
-    return SL_MAX(seconds, MIN_TTL);
+        return SL_MAX(server->dns_valid_ttl / 1000., MIN_TTL);
+    /* A bound of 0 is none: a conf that config.lua did not fill (sluice test's). */
+    if (server->dns_max_ttl > 0)
+        seconds = SL_MIN(seconds, server->dns_max_ttl / 1000.);
+    return SL_MAX(seconds, SL_MAX(server->dns_min_ttl / 1000., MIN_TTL));
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *io, int revents)

@@ -48,7 +48,7 @@ int sl_resolve_all(const sl_server_conf_t *server, const char *name, struct sock
 
 /* How long an answer with the given TTL (seconds) is kept under server's
  * settings: dns_valid_ttl when set, else the TTL within dns_min_ttl ..
- * dns_max_ttl; never less than a second. */
+ * dns_max_ttl (a bound of 0 is none); never less than a second. */
 double sl_resolver_ttl(const sl_server_conf_t *server, int ttl);
 
 /* Every address of a name, without blocking, on a channel the caller drives
