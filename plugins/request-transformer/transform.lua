@@ -115,12 +115,24 @@ end
 
 -- Headers -------------------------------------------------------------------------------
 
--- hs: { [key] = final value (string, list) or false (removed), names = { [key] =
--- name as configured }, order = { key, ... }, adds = { name, value, ... } }.
+-- The header operations' scratch, one set for every request (transform_headers
+-- never yields, and clears what the previous request left before it starts,
+-- also after an expression raised): hs = { [key] = final value (string, list)
+-- or false (removed) }, hs_names = { [key] = name as configured }, hs_order =
+-- { n =, key, ... } (the keys hs holds, in the order they were touched).
+local hs, hs_names, hs_order = {}, {}, { n = 0 }
+
+local function reset()
+  for i = 1, hs_order.n do
+    local key = hs_order[i]
+    hs[key], hs_names[key], hs_order[i] = nil, nil, nil
+  end
+  hs_order.n = 0
+end
 
 -- The value upstream would get for key now (its first line), or nil. Host is
 -- never present for the operations, as in Kong.
-local function current(hs, key)
+local function current(key)
   local v = hs[key]
   if v ~= nil then
     return v or nil
@@ -131,18 +143,20 @@ local function current(hs, key)
   return sluice.request.get_header(key)
 end
 
-local function touch(hs, key, v, name)
+local function touch(key, v, name)
   if hs[key] == nil then
-    hs.order[#hs.order + 1] = key
+    local n = hs_order.n + 1
+    hs_order.n = n
+    hs_order[n] = key
   end
   hs[key] = v
   if name then
-    hs.names[key] = name
+    hs_names[key] = name
   end
 end
 
 -- Every value of key (a list for a header sent on several lines), or nil.
-local function all_values(hs, key, st)
+local function all_values(key, st)
   local v = hs[key]
   if v ~= nil then
     return v or nil
@@ -168,37 +182,37 @@ local function bad_header_value(v)
 end
 
 local function transform_headers(ops, st)
-  local hs = { names = {}, order = {} }
+  reset()
   local adds
   if ops.remove then
     for _, e in ipairs(ops.remove) do
-      if current(hs, e.key) ~= nil then
-        touch(hs, e.key, false)
+      if current(e.key) ~= nil then
+        touch(e.key, false)
       end
     end
   end
   if ops.rename then
     for _, e in ipairs(ops.rename) do
-      local v = all_values(hs, e.key, st)
+      local v = all_values(e.key, st)
       if v ~= nil then
         if e.key ~= e.to_key then
-          touch(hs, e.key, false)
+          touch(e.key, false)
         end
-        touch(hs, e.to_key, v, e.to)
+        touch(e.to_key, v, e.to)
       end
     end
   end
   if ops.replace then
     for _, e in ipairs(ops.replace) do
-      if e.key == "host" or current(hs, e.key) ~= nil then
-        touch(hs, e.key, template.render(e.value, st), e.name)
+      if e.key == "host" or current(e.key) ~= nil then
+        touch(e.key, template.render(e.value, st), e.name)
       end
     end
   end
   if ops.add then
     for _, e in ipairs(ops.add) do
-      if e.key ~= "host" and current(hs, e.key) == nil then
-        touch(hs, e.key, template.render(e.value, st), e.name)
+      if e.key ~= "host" and current(e.key) == nil then
+        touch(e.key, template.render(e.value, st), e.name)
       end
     end
   end
@@ -209,7 +223,7 @@ local function transform_headers(ops, st)
         local cur = hs[e.key]
         if cur ~= nil then
           -- Changed above: its whole value is known here.
-          touch(hs, e.key, append_value(cur or nil, v), e.name)
+          touch(e.key, append_value(cur or nil, v), e.name)
         else
           -- The client's lines stay; this one is added after them.
           adds = adds or {}
@@ -220,9 +234,8 @@ local function transform_headers(ops, st)
     end
   end
   local req = sluice.service.request
-  local order, names = hs.order, hs.names
-  for i = 1, #order do
-    local key = order[i]
+  for i = 1, hs_order.n do
+    local key = hs_order[i]
     local v = hs[key]
     if v == false then
       req.clear_header(key)
@@ -232,12 +245,12 @@ local function transform_headers(ops, st)
           return false
         end
       end
-      req.set_headers({ [names[key] or key] = v })
+      req.set_headers({ [hs_names[key] or key] = v })
     else
       if bad_header_value(v) then
         return false
       end
-      req.set_header(names[key] or key, v)
+      req.set_header(hs_names[key] or key, v)
     end
   end
   if adds then
@@ -331,7 +344,7 @@ local function transform_json(ops, raw, st)
     doc = { n = 0 }
   end
   local changed = false
-  local path = st.path1
+  local path = {}
   if has_content and ops.remove then
     for _, e in ipairs(ops.remove) do
       path[1] = e.name
@@ -512,7 +525,7 @@ end
 -- Applies c (from compile) to this request. Returns false when the request
 -- must be refused (a rendered header value holding CR or LF), else true.
 function _M.execute(c)
-  local st = { path1 = {} }
+  local st = {}
   if c.uri then
     sluice.service.request.set_path(path_of(template.render(c.uri, st)))
   end

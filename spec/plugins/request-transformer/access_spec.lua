@@ -238,13 +238,17 @@ describe("plugin: request-transformer (access)", function()
       assert.equal("tenant=acme", up.query)
     end)
 
-    it("answers 500 and logs when an expression raises", function()
-      local p = t.plugin("request-transformer",
-        { add = { headers = { "X-A:$(headers.x_none:upper())" } } })
-      local res = p:run({})
-      assert.res_status(500, res)
-      assert.matches("template $(headers.x_none:upper()) failed", table.concat(res.logs, "\n"),
-        1, true)
-    end)
+    it("answers 500 and logs when an expression raises; the next request starts clean",
+      function()
+        local p = t.plugin("request-transformer",
+          { add = { headers = { "X-Order:1", "X-A:$(headers.x_none:upper())" } } })
+        local res = p:run({})
+        assert.res_status(500, res)
+        assert.matches("template $(headers.x_none:upper()) failed",
+          table.concat(res.logs, "\n"), 1, true)
+        local up = run({ remove = { headers = { "X-Gone" } } }, { headers = { ["X-Gone"] = "1" } })
+        assert.is_nil(up.headers["x-order"])
+        assert.is_nil(up.headers["x-gone"])
+      end)
   end)
 end)
