@@ -119,8 +119,13 @@ function _M.rename(parts, old, new)
     if p.name == old then
       local raw = p.raw
       local head_end = str_find(raw, "\r\n\r\n", 1, true) or #raw
-      local head = str_gsub(str_sub(raw, 1, head_end - 1), '(;%s*[Nn][Aa][Mm][Ee]=)"[^"]*"',
-        '%1"' .. str_gsub(quote(new), "%%", "%%%%") .. '"', 1)
+      local head, with = str_sub(raw, 1, head_end - 1), '%1"' .. str_gsub(quote(new), "%%", "%%%%")
+        .. '"'
+      local replaced
+      head, replaced = str_gsub(head, '(;%s*[Nn][Aa][Mm][Ee]=)"[^"]*"', with, 1)
+      if replaced == 0 then
+        head = str_gsub(head, "(;%s*[Nn][Aa][Mm][Ee]=)[^;%s]+", with, 1)
+      end
       p.raw = head .. str_sub(raw, head_end)
       p.name = new
       renamed = true

@@ -182,6 +182,18 @@ describe("plugin: request-transformer (access)", function()
     end)
   end)
 
+  it("renames a part whose name is not quoted, and leaves a body without its boundary alone",
+    function()
+      local body = "--b1\r\nContent-Disposition: form-data; name=plain\r\n\r\nv\r\n--b1--\r\n"
+      local up = run({ rename = { body = { "plain:renamed" } } }, { method = "POST",
+        headers = { ["Content-Type"] = "multipart/form-data; boundary=b1" }, body = body })
+      assert.equal('--b1\r\nContent-Disposition: form-data; name="renamed"\r\n\r\nv\r\n'
+        .. "--b1--\r\n", up.body)
+      up = run({ rename = { body = { "plain:renamed" } } }, { method = "POST",
+        headers = { ["Content-Type"] = "multipart/form-data; boundary=other" }, body = body })
+      assert.equal(body, up.body)
+    end)
+
   describe("uri and method", function()
     it("replaces the path from a template of the route's captures", function()
       local up = run({ replace = { uri = "/v2/items/$(uri_captures.id)/$(uri_captures[2])" } },
