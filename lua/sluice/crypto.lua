@@ -1038,12 +1038,6 @@ function _M.sign(alg, key, data)
   return sign(key, alg, data)
 end
 
--- Internal, for the specs: the number of PEMs each key cache holds.
-function _M._cache_counts()
-  return public_keys.count, private_keys.count
-end
-
-return _M
 -- JWK public keys -------------------------------------------------------------------
 
 -- DER pieces of a SubjectPublicKeyInfo: the algorithm identifiers by JWK key
@@ -1183,3 +1177,9 @@ function _M.load_jwk(jwk)
   return key
 end
 
+-- Internal, for the specs: the number of PEMs each key cache holds.
+function _M._cache_counts()
+  return public_keys.count, private_keys.count
+end
+
+return _M
