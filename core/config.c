@@ -17,6 +17,7 @@
 #include "balancer.h"
 #include "http_parser.h"
 #include "log.h"
+#include "metrics.h"
 #include "resolver.h"
 #include "router.h"
 #include "sl_lua.h"
@@ -817,6 +818,7 @@ static int compile(lua_State *L)
     compile_upstreams(ld, t);
     compile_services(ld, t);
     compile_routes(ld, t);
+    sl_metrics_configure(ld->cf, L, t);
     return 0;
 }
 

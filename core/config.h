@@ -265,6 +265,8 @@ typedef struct sl_config_s {
      * chains built; workers inherit it across fork. */
     struct lua_State *L;
     bool rewrite_plugins; /* global plugins have a rewrite handler */
+    /* What the prometheus plugin collects (core/metrics.h); NULL: no instance enabled. */
+    struct sl_metrics_conf_s *metrics;
 } sl_config_t;
 
 /* Reads, validates and compiles the YAML file at `path`. Returns a config the

@@ -16,6 +16,7 @@
 
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "shdict.h"
 #include "targets.h"
 #include "worker.h"
@@ -194,6 +195,9 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
      * and the addresses of target names, which the master re-resolves. */
     if (sl_health_create(cf) != SL_OK || sl_targets_create(cf) != SL_OK)
         goto done;
+    /* And the prometheus plugin's counters, one slot per worker. */
+    if (sl_metrics_create(cf) != SL_OK)
+        goto done;
     for (int i = 0; i < nsets; i++) {
         fds[i] = malloc((nl ? nl : 1) * sizeof(int));
         if (fds[i] == NULL)
@@ -359,6 +363,7 @@ done:
     sl_shdict_destroy_all();
     sl_targets_destroy();
     sl_health_destroy();
+    sl_metrics_destroy();
     sl_config_free(cf);
     return rc;
 }

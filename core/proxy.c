@@ -13,6 +13,7 @@
 #include "balancer_key.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "sl_ffi.h"
 #include "sl_lua.h"
 #include "worker.h"
@@ -477,6 +478,7 @@ static int render_filtered(sl_request_t *req, int status, const char *ctype, con
 
 static int render_exit(sl_request_t *req)
 {
+    req->exited = 1;
     const char *body;
     size_t blen = 0;
     int status = sl_lua_exit(req, &body, &blen);
@@ -2350,6 +2352,7 @@ static int request_finish(sl_request_t *req)
     sl_worker_t *w = c->w;
 
     access_log(req);
+    sl_metrics_request(req);
     if (req->route != NULL && sl_proxy_runs_phase(req, SL_PHASE_LOG)) {
         /* log runs after the response went out; it cannot wait for I/O. */
         if (sl_lua_phase(req, SL_PHASE_LOG) == SL_AGAIN)
@@ -2588,6 +2591,7 @@ void sl_proxy_abort(sl_request_t *req)
     if (req->status == 0)
         req->status = 499;
     access_log(req);
+    sl_metrics_request(req);
     if (req->up != NULL) {
         sl_upconn_close(req->up);
         req->up = NULL;

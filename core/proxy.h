@@ -125,6 +125,7 @@ struct sl_request_s {
     const char *lbody; /* the body of a response sluice makes, when not in out */
     size_t lbody_len;
     unsigned lua_phases; /* phases run beyond the route's (an authenticated consumer's) */
+    unsigned exited : 1; /* a plugin's exit answered (the metrics' source label) */
     /* sluice.service overrides for this request; 0 or NULL: the service's. */
     int connect_timeout;
     int write_timeout;

@@ -391,4 +391,15 @@ SL_EXPORT int sl_ffi_shdict_space(sl_shdict_t *dict, size_t *capacity, size_t *f
                                   const char **err);
 /* END shdict */
 
+/* BEGIN metrics */
+/* The prometheus plugin's metrics (core/metrics.c; Lua:
+ * plugins/prometheus/handler.lua), summed over every worker and written in
+ * the Prometheus text format 0.0.4 into buf[0..cap): SL_OK with the text's
+ * length in *len; SL_AGAIN with the length needed in *len when cap is too
+ * small (call again with a bigger buf; counters may grow meanwhile);
+ * SL_DECLINED when no prometheus instance is enabled in the config or this
+ * process has no counters (in-process specs); SL_ERROR when out of memory. */
+SL_EXPORT int sl_ffi_metrics_render(char *buf, size_t cap, size_t *len);
+/* END metrics */
+
 #endif

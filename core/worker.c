@@ -12,6 +12,7 @@
 
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "resolver.h"
 #include "sl_lua.h"
@@ -39,7 +40,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
                        strerror(errno));
             return;
         }
-        sl_conn_create(w, ls, fd, (struct sockaddr *)&sa, salen);
+        sl_metrics_accepted(sl_conn_create(w, ls, fd, (struct sockaddr *)&sa, salen) != NULL);
     }
 }
 
@@ -230,6 +231,7 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
         goto done;
     }
     sl_upstreams_watch(w); /* adopt the addresses the master re-resolves */
+    sl_metrics_start(w);   /* this worker's slot of the prometheus counters */
 
     SL_LOG(SL_LOG_INFO, "worker %d started", id);
     ev_run(w->loop, 0);

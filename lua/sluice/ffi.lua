@@ -302,6 +302,17 @@ typedef struct {
  * as a whole is below its healthchecks.threshold, else 1. */
 int sl_ffi_upstream_health(int index, int i, sl_ffi_target_health_t *out, int *healthy);
 /* END health */
+
+/* BEGIN metrics */
+/* The prometheus plugin's metrics (core/metrics.c; Lua:
+ * plugins/prometheus/handler.lua), summed over every worker and written in
+ * the Prometheus text format 0.0.4 into buf[0..cap): SL_OK with the text's
+ * length in *len; SL_AGAIN with the length needed in *len when cap is too
+ * small (call again with a bigger buf; counters may grow meanwhile);
+ * SL_DECLINED when no prometheus instance is enabled in the config or this
+ * process has no counters (in-process specs); SL_ERROR when out of memory. */
+int sl_ffi_metrics_render(char *buf, size_t cap, size_t *len);
+/* END metrics */
 ]==]
 
 ffi.cdef(_M.CDEF)
