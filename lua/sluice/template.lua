@@ -227,6 +227,11 @@ local ENV = setmetatable({}, {
       end
       return v or nil
     end
+    local vars = current_st and current_st.vars
+    local v = vars and vars[k]
+    if v ~= nil then
+      return v
+    end
     return SAFE[k]
   end,
   __newindex = function(_, k)
@@ -282,8 +287,21 @@ local function parse_accessor(expr)
 end
 
 -- An accessor for one `$(...)`, or nil, err.
-local function compile_piece(expr)
+local function get_var(a, st)
+  local vars = st.vars
+  return vars and walk(vars[a.root], a, 1)
+end
+
+local function compile_piece(expr, vars)
   local root, keys = parse_accessor(expr)
+  if root and vars and vars[root] and #keys > 0 then
+    -- A variable of the caller's (compile's vars): st.vars[root] and deeper keys.
+    local a = { n = #keys, get = get_var, root = root }
+    for i = 1, a.n do
+      a[i] = keys[i]
+    end
+    return a
+  end
   if root and ROOTS[root] then
     if root == "ctx" then
       if keys[1] ~= "shared" then
@@ -335,8 +353,11 @@ end
 
 -- Compiles s. Returns s itself when it holds no template (render returns it
 -- as is), else a compiled template; nil, err for a template that does not
--- compile (an unknown variable, a Lua syntax error).
-function _M.compile(s)
+-- compile (an unknown variable, a Lua syntax error). vars (optional) names
+-- variables of the caller's ({ backends = true }): `$(backends.user.id)`
+-- then reads st.vars.backends.user.id at render time (and expressions see
+-- st.vars.backends as `backends`).
+function _M.compile(s, vars)
   if type(s) ~= "string" then
     error("bad argument #1 to 'compile' (string expected, got " .. type(s) .. ")", 2)
   end
@@ -354,7 +375,7 @@ function _M.compile(s)
         t[t.n] = str_sub(s, literal_from, at - 1)
       end
       local expr = str_sub(s, at + 2, e - 2)
-      local a, err = compile_piece(expr)
+      local a, err = compile_piece(expr, vars)
       if not a then
         return nil, "bad template $(" .. expr .. "): " .. err
       end
@@ -386,7 +407,8 @@ local parts = {}
 
 -- Renders tpl (from compile) for the current request. st is a table the
 -- caller keeps for the request (it caches the query, the captures and the
--- consumer across the renders of one request); pass {} for a one-off.
+-- consumer across the renders of one request; st.vars holds the values of
+-- compile's vars); pass {} for a one-off.
 -- Raises when a Lua expression raises.
 function _M.render(tpl, st)
   if type(tpl) == "string" then
