@@ -28,13 +28,12 @@ local str_byte = string.byte
 local str_find = string.find
 local str_format = string.format
 local str_gsub = string.gsub
-local str_match = string.match
 local str_sub = string.sub
 local tbl_concat = table.concat
 local type = type
 
-local QUOTE = 34
-local LBRACE, LBRACKET, RBRACE = 123, 91, 125
+local QUOTE, BACKSLASH, COMMA = 34, 92, 44
+local LBRACE, LBRACKET, RBRACE, RBRACKET = 123, 91, 125, 93
 
 local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
                   ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
@@ -48,54 +47,70 @@ local _M = {}
 
 -- Scanning (the text is valid JSON: cjson said so) -------------------------------
 
+-- Byte loops rather than patterns: LuaJIT compiles string.byte, not
+-- character classes, and a body is mostly skipped.
+
 -- The index just past the string starting at p.
 local function skip_string(s, p)
-  local i = p + 1
-  while true do
-    local q = str_find(s, '["\\]', i)
-    if not q then
-      return #s + 1
+  local i, len = p + 1, #s
+  while i <= len do
+    local c = str_byte(s, i)
+    if c == QUOTE then
+      return i + 1
+    elseif c == BACKSLASH then
+      i = i + 2
+    else
+      i = i + 1
     end
-    if str_byte(s, q) == QUOTE then
-      return q + 1
-    end
-    i = q + 2
   end
+  return len + 1
 end
 
 -- The index just past the value starting at p.
 local function skip_value(s, p)
   local c = str_byte(s, p)
+  local len = #s
   if c == QUOTE then
     return skip_string(s, p)
   elseif c == LBRACE or c == LBRACKET then
     local depth, i = 0, p
-    while true do
-      local q = str_find(s, '[%[%]{}"]', i)
-      if not q then
-        return #s + 1
-      end
-      local ch = str_byte(s, q)
+    while i <= len do
+      local ch = str_byte(s, i)
       if ch == QUOTE then
-        i = skip_string(s, q)
+        i = skip_string(s, i)
       else
         if ch == LBRACE or ch == LBRACKET then
           depth = depth + 1
-        else
+        elseif ch == RBRACE or ch == RBRACKET then
           depth = depth - 1
           if depth == 0 then
-            return q + 1
+            return i + 1
           end
         end
-        i = q + 1
+        i = i + 1
       end
     end
+    return len + 1
   end
-  return str_match(s, "^[^,%]}%s]*()", p)
+  -- A number, true, false or null: up to the next delimiter or blank.
+  local i = p
+  while i <= len do
+    local ch = str_byte(s, i)
+    if ch == COMMA or ch == RBRACE or ch == RBRACKET or ch == 32 or (ch >= 9 and ch <= 13) then
+      return i
+    end
+    i = i + 1
+  end
+  return i
 end
 
 local function skip_ws(s, p)
-  return str_match(s, "^[ \t\r\n]*()", p)
+  local c = str_byte(s, p)
+  while c == 32 or c == 10 or c == 13 or c == 9 do
+    p = p + 1
+    c = str_byte(s, p)
+  end
+  return p
 end
 
 local function decode_key(k)
@@ -121,7 +136,7 @@ local function parse_object(s, p)
     doc[n] = { key = decode_key(k), k = k, v = str_sub(s, vstart, vend - 1) }
     doc.n = n
     i = skip_ws(s, vend)
-    if str_byte(s, i) ~= 44 then -- ','
+    if str_byte(s, i) ~= COMMA then
       break
     end
     i = skip_ws(s, i + 1)
@@ -288,14 +303,11 @@ function _M.append(doc, path, raw)
   local v = m.doc and _M.encode(m.doc) or m.v
   m.doc = nil
   if str_byte(v, 1) == LBRACKET then
-    local close = #v
-    while str_byte(v, close) ~= 93 do -- ']' (the value text has no trailing blanks)
-      close = close - 1
-    end
-    if str_find(v, "^%[%s*%]$") then
+    -- A value's text ends at its ']' (the scanner keeps no trailing blanks).
+    if skip_ws(v, 2) == #v then
       m.v = "[" .. raw .. "]"
     else
-      m.v = str_sub(v, 1, close - 1) .. "," .. raw .. str_sub(v, close)
+      m.v = str_sub(v, 1, -2) .. "," .. raw .. "]"
     end
   else
     m.v = "[" .. v .. "," .. raw .. "]"
