@@ -11,6 +11,13 @@ local RequestTransformer = {
   VERSION = "1.0.0",
 }
 
+-- An instance with nothing to do stays out of the chain.
+function RequestTransformer.uses_phase(conf, phase)
+  local c = compile(conf)
+  return phase == "access"
+    and (c.headers or c.query or c.body or c.method or c.uri) ~= nil
+end
+
 -- Every config is compiled once per worker, before its first request.
 function RequestTransformer.configure(_, configs)
   for _, conf in ipairs(configs or {}) do
