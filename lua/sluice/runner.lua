@@ -15,6 +15,8 @@ local pairs = pairs
 local type = type
 local xpcall = xpcall
 local tostring = tostring
+local loadstring = loadstring
+local tbl_concat = table.concat
 local tbl_sort = table.sort
 local traceback = debug.traceback
 
@@ -29,6 +31,14 @@ local ERROR_HEADERS = { ["Content-Type"] = "application/json; charset=utf-8" }
 local contexts = pdk.contexts
 local state = pdk.state
 local C = ffi.C
+
+-- A phase compiles into one trace from run_phase down through every plugin
+-- of the chain and the PDK calls they make (see make_runner). Such a trace
+-- holds many more constants (header names, messages, config values) than
+-- LuaJIT's defaults allow (maxirconst 500: "trace too long"), so the limits
+-- are raised, as OpenResty raises maxrecord; a chain that still does not fit
+-- runs as smaller traces.
+jit.opt.start("maxirconst=1000", "maxrecord=8000", "maxsnap=1000")
 
 local _M = {}
 
@@ -406,36 +416,101 @@ function _M.init_worker()
   end
 end
 
--- Runs chain[i..n] in order, calling each plugin directly (one xpcall per
--- phase, not one per plugin); returns early when a plugin answered the
--- request. A tail call, not a loop: most chains hold one or two plugins,
--- and a loop that runs once per request is one LuaJIT cannot trace.
-local function run_chain(chain, i, n, phase, seq)
-  local e = chain[i]
-  state.plugin, state.index, state.entry = e.name, i, e
-  e.fn(e.handler, e.conf)
-  if phase <= ACCESS then
-    local ctx = contexts[seq]
-    if ctx then
-      if ctx.exit_status then
-        return
-      end
-      if ctx.rechain then
-        -- This plugin authenticated: the plugins after it are the consumer's.
-        ctx.rechain = nil
-        chain = switch(ctx, state.route, e).chains[ACCESS]
-        ctx.running = chain
-        n = #chain
-        i = 0
-        while i < n and not by_priority(e, chain[i + 1]) do
-          i = i + 1
-        end
+local run_chain
+
+-- What follows plugin i of chain in rewrite and access, when it answered the
+-- request (the chain stops) or authenticated a consumer with plugins of its
+-- own (the rest of the chain is the consumer's): the generic path, for the
+-- generated runners below too.
+local function after(chain, i, n, phase, seq)
+  local ctx = contexts[seq]
+  if ctx then
+    if ctx.exit_status then
+      return
+    end
+    if ctx.rechain then
+      -- This plugin authenticated: the plugins after it are the consumer's.
+      local e = chain[i]
+      ctx.rechain = nil
+      chain = switch(ctx, state.route, e).chains[ACCESS]
+      ctx.running = chain
+      n = #chain
+      i = 0
+      while i < n and not by_priority(e, chain[i + 1]) do
+        i = i + 1
       end
     end
   end
   if i < n then
     return run_chain(chain, i + 1, n, phase, seq)
   end
+end
+
+-- Runs chain[i..n] in order, calling each plugin directly (one xpcall per
+-- phase, not one per plugin); returns early when a plugin answered the
+-- request. A tail call, not a loop: a loop that runs once per request is
+-- one LuaJIT cannot trace.
+run_chain = function(chain, i, n, phase, seq)
+  local e = chain[i]
+  state.plugin, state.index, state.entry = e.name, i, e
+  e.fn(e.handler, e.conf)
+  if phase <= ACCESS then
+    return after(chain, i, n, phase, seq)
+  end
+  if i < n then
+    return run_chain(chain, i + 1, n, phase, seq)
+  end
+end
+
+-- Chains this long and shorter get a runner of their own (below); longer
+-- ones run through run_chain.
+local MAX_GENERATED = 16
+
+-- A function(seq) that runs chain (of phase) as run_chain does, generated
+-- for this chain alone: each plugin is called from a call site of its own,
+-- so LuaJIT compiles the whole chain into one trace from the runner's entry,
+-- with every plugin and the PDK functions it calls inlined and specialized
+-- to that site. Through run_chain, all plugins share one call site (the
+-- trace then exits at every plugin but the first), and a PDK function that
+-- plugins call with different argument types gets a trace of its own whose
+-- side exits cannot return into the runner ("NYI: return to lower frame"):
+-- the interpreter ran them. Made once per chain (chains live as long as
+-- their config).
+local function make_runner(chain, phase)
+  local n = #chain
+  if n > MAX_GENERATED then
+    return function(seq)
+      return run_chain(chain, 1, n, phase, seq)
+    end
+  end
+  local src = { "local chain, state, contexts, after = ...\n" }
+  for i = 1, n do
+    src[#src + 1] = "local e" .. i .. " = chain[" .. i .. "]\n"
+  end
+  src[#src + 1] = "return function(seq)\n"
+  for i = 1, n do
+    local e = "e" .. i
+    src[#src + 1] = "  state.plugin, state.index, state.entry = " .. e .. ".name, " .. i .. ", "
+      .. e .. "\n  " .. e .. ".fn(" .. e .. ".handler, " .. e .. ".conf)\n"
+    if phase <= ACCESS then
+      src[#src + 1] = "  local x" .. i .. " = contexts[seq]\n  if x" .. i .. " and (x" .. i
+        .. ".exit_status or x" .. i .. ".rechain) then return after(chain, " .. i .. ", " .. n
+        .. ", " .. phase .. ", seq) end\n"
+    end
+  end
+  src[#src + 1] = "end\n"
+  local chunk = assert(loadstring(tbl_concat(src), "=runner(" .. PHASES[phase] .. ")"))
+  return chunk(chain, state, contexts, after)
+end
+
+-- The runner of chain, made on first use.
+local function runner_of(chain, phase)
+  local run = chain.run
+  if not run then
+    run = make_runner(chain, phase)
+    chain.run = run
+  end
+  return run
 end
 
 -- A plugin raised: log it (state.index is the one: a plugin that waited got
@@ -490,9 +565,9 @@ function _M.run_phase(phase, set, seq)
     return
   end
   if phase == BODY_FILTER then
-    return _M.run_body_filter(chain, n, seq)
+    return _M.run_body_filter(chain, seq)
   end
-  local ok, err = xpcall(run_chain, traceback, chain, 1, n, phase, seq)
+  local ok, err = xpcall(chain.run or runner_of(chain, phase), traceback, seq)
   if not ok then
     return failed(chain, phase, seq, err)
   end
@@ -515,9 +590,9 @@ end
 -- One body_filter call: each plugin sees the piece as the ones before it
 -- left it; C gets the result once, after the last. A failure ends the
 -- response (C answers 500 or closes the connection), so the chain stops.
-function _M.run_body_filter(chain, n, seq)
+function _M.run_body_filter(chain, seq)
   pdk.body_filter_begin()
-  local ok, err = xpcall(run_chain, traceback, chain, 1, n, BODY_FILTER, seq)
+  local ok, err = xpcall(chain.run or runner_of(chain, BODY_FILTER), traceback, seq)
   if not ok then
     pdk.body_filter_begin()
     return failed(chain, BODY_FILTER, seq, err)
