@@ -17,6 +17,9 @@
 #   NGINX_LOCATION="..."  lines at the top of nginx_proxy_conf's location /
 #                         (access_by_lua_block { ... })
 #   SLUICE_PLUGINS="a b"  plugins (from bench/plugins) on sluice_conf's route
+#   SLUICE_ROUTE_YAML="..." YAML list items for the route's plugins: (bundled ones
+#                         with their config), indented for sluice_conf's route
+#   SLUICE_DOC_YAML="..."  top-level YAML appended to sluice_conf's file (consumers:)
 #   UPSTREAM_SERVER="..." lines in the upstream's server block (extra locations)
 #
 # The second half (wrk_measure and what goes with it) is the wrk measuring
@@ -36,6 +39,8 @@ LIFT_KEEPALIVE=0
 NGINX_MAIN=""
 NGINX_LOCATION=""
 SLUICE_PLUGINS=""
+SLUICE_ROUTE_YAML=""
+SLUICE_DOC_YAML=""
 UPSTREAM_SERVER=""
 # What the upstream answers to every request.
 UPSTREAM_BODY='{"status":"ok","message":"hello from upstream"}'
@@ -245,7 +250,8 @@ start_sluice() {
 
 # sluice_conf NAME PORT_VAR: sets PORT_VAR to a free port and writes
 # $TMP/NAME/sluice.yaml: one worker, no access log, every path routed to the
-# upstream, through the SLUICE_PLUGINS (found in bench/plugins) if any.
+# upstream, through the SLUICE_PLUGINS (found in bench/plugins) and the
+# SLUICE_ROUTE_YAML plugins if any, with SLUICE_DOC_YAML at the end.
 sluice_conf() {
     local name=$1 portvar=$2 port p
     free_port "$portvar"
@@ -274,10 +280,12 @@ services:
       - name: all
         paths: ["/"]
 EOF
-        if [ -n "$SLUICE_PLUGINS" ]; then
+        if [ -n "$SLUICE_PLUGINS$SLUICE_ROUTE_YAML" ]; then
             echo "        plugins:"
             for p in $SLUICE_PLUGINS; do echo "          - name: $p"; done
+            [ -z "$SLUICE_ROUTE_YAML" ] || echo "$SLUICE_ROUTE_YAML"
         fi
+        [ -z "$SLUICE_DOC_YAML" ] || echo "$SLUICE_DOC_YAML"
     } >"$TMP/$name/sluice.yaml"
 }
 

@@ -13,7 +13,7 @@
 #   DURATION=10s     wrk duration of each measured run
 #   CONNECTIONS=64   wrk connections (the same for every target)
 #   THREADS=1        wrk threads
-#   ROUNDS=5         measured runs per target, interleaved: all six targets, then
+#   ROUNDS=5         measured runs per target, interleaved: all eight targets, then
 #                    again in the opposite order, ...
 #   WARMUP=2s        wrk run before every measured run, not counted ("0" skips it)
 #   PROXY_CPU=1      CPU the proxies are pinned to
@@ -41,8 +41,16 @@
 #   nginx+lua-noop   the same with `access_by_lua_block { }`
 #   nginx+lua-pdk    the same with `access_by_lua_block { local h =
 #                    ngx.var.http_user_agent; ngx.req.set_header("X-Bench", "1") }`
+#   sluice+auth      the realistic route: the bundled key-auth and rate-limiting
+#                    (policy local, a per-minute limit no run reaches) for 100
+#                    consumers with one key each
+#   nginx+lua-auth   the same work in lua-nginx-module: the key looked up in a
+#                    Lua table built at init, the X-Consumer-* headers set
+#                    upstream, ngx.shared.DICT:incr on the consumer's minute, and
+#                    Kong's five rate-limit headers added in header_filter_by_lua
 # wrk sends "User-Agent: wrk" (it sends none by default) so that the header
-# both pdk variants read is there to find.
+# both pdk variants read is there to find, and "apikey: bench-key-7" for the
+# auth variants (the others ignore it).
 set -eu
 
 MODE=bench
@@ -73,6 +81,8 @@ LOAD_CPU=${LOAD_CPU:-0}
 JIT_REQUESTS=${JIT_REQUESTS:-100000}
 NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
 USER_AGENT="wrk"
+APIKEY="bench-key-7"
+RATE_LIMIT=1000000000
 
 # wrk, nginx with the lua module, and curl come from the test dependency set.
 [ "${SKIP_DEPS:-0}" = 1 ] || scripts/deps.sh test
@@ -107,10 +117,12 @@ machine_busy_check
 
 # --- the upstream ----------------------------------------------------------
 
-# /x-bench answers with the X-Bench request header it got: how this script
-# checks that the pdk variants really set it. The measured path is /.
+# /x-bench answers with the X-Bench request header it got, /x-consumer with
+# X-Consumer-Username: how this script checks that the pdk variants and the
+# auth variants really did their work. The measured path is /.
 # shellcheck disable=SC2016 # $http_x_bench is nginx's variable
-UPSTREAM_SERVER='location = /x-bench { return 200 "$http_x_bench"; }'
+UPSTREAM_SERVER='location = /x-bench { return 200 "$http_x_bench"; }
+        location = /x-consumer { return 200 "$http_x_consumer_username"; }'
 upstream_conf 4096 "keepalive_timeout 75s;"
 start_upstream taskset -c "$LOAD_CPU"
 
@@ -118,7 +130,7 @@ start_upstream taskset -c "$LOAD_CPU"
 check() {
     local name=$1 port=$2 code
     code=$(curl -s -o "$TMP/check.$name" -w '%{http_code}' --max-time 5 \
-        -A "$USER_AGENT" "http://127.0.0.1:$port/") || true
+        -A "$USER_AGENT" -H "apikey: $APIKEY" "http://127.0.0.1:$port/") || true
     if [ "$code" != 200 ] || [ "$(cat "$TMP/check.$name")" != "$UPSTREAM_BODY" ]; then
         echo "plugins.sh: $name answered HTTP ${code:-nothing} with: $(head -c 300 "$TMP/check.$name")" >&2
         cat "$TMP/$name"/*.log >&2 || true
@@ -127,7 +139,11 @@ check() {
 }
 
 # x_bench PORT: the X-Bench header the upstream got through the proxy on PORT.
-x_bench() { curl -s --max-time 5 -A "$USER_AGENT" "http://127.0.0.1:$1/x-bench" || true; }
+x_bench() { curl -s --max-time 5 -A "$USER_AGENT" -H "apikey: $APIKEY" "http://127.0.0.1:$1/x-bench" || true; }
+# x_consumer PORT: the X-Consumer-Username the upstream got through PORT.
+x_consumer() { curl -s --max-time 5 -H "apikey: $APIKEY" "http://127.0.0.1:$1/x-consumer" || true; }
+# no_key PORT: the status of a request without a key through PORT.
+no_key() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/" || true; }
 
 # pinned NAME PID: "NAME=CPUn" for the worker of master PID.
 pinned() {
@@ -192,7 +208,7 @@ jit_requests() {
     echo "$sum"
 }
 
-WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" --latency -H "User-Agent: $USER_AGENT")
+WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" --latency -H "User-Agent: $USER_AGENT" -H "apikey: $APIKEY")
 
 if [ "$MODE" = jit ]; then
     # jit.v ships with LuaJIT, outside sluice's package.path; the bench plugins
@@ -303,7 +319,7 @@ if [ "$MODE" = profile ]; then
 fi
 
 # ===========================================================================
-# throughput: six targets, interleaved
+# throughput: eight targets, interleaved
 # ===========================================================================
 
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'User-Agent: $USER_AGENT'," \
@@ -325,6 +341,37 @@ NGINX_LOCATION='access_by_lua_block { }'
 nginx_proxy_conf_as nginx+lua-noop LUA_NOOP_PORT 4096 "keepalive_timeout 75s;"
 NGINX_LOCATION='access_by_lua_block { local h = ngx.var.http_user_agent; ngx.req.set_header("X-Bench", "1") }'
 nginx_proxy_conf_as nginx+lua-pdk LUA_PDK_PORT 4096 "keepalive_timeout 75s;"
+# The auth pair's consumers: bench-key-1 .. bench-key-100 belong to bench1 .. bench100.
+NGINX_LOCATION="access_by_lua_block {
+                local c = KEYS[ngx.var.http_apikey]
+                if not c then
+                    ngx.header['WWW-Authenticate'] = 'Key realm=\"kong\"'
+                    return ngx.exit(401)
+                end
+                ngx.req.set_header('X-Consumer-ID', c.id)
+                ngx.req.set_header('X-Consumer-Username', c.username)
+                ngx.req.set_header('X-Credential-Identifier', c.credential)
+                ngx.req.clear_header('X-Anonymous-Consumer')
+                local now = ngx.time()
+                local n = ngx.shared.rl:incr(c.id .. ':' .. (now - now % 60), 1, 0, 60)
+                if n > $RATE_LIMIT then
+                    return ngx.exit(429)
+                end
+                ngx.ctx.remaining, ngx.ctx.reset = $RATE_LIMIT - n, 60 - now % 60
+            }
+            header_filter_by_lua_block {
+                local remaining = ngx.ctx.remaining
+                if remaining then
+                    ngx.header['X-RateLimit-Limit-Minute'] = '$RATE_LIMIT'
+                    ngx.header['X-RateLimit-Remaining-Minute'] = remaining
+                    ngx.header['RateLimit-Limit'] = '$RATE_LIMIT'
+                    ngx.header['RateLimit-Remaining'] = remaining
+                    ngx.header['RateLimit-Reset'] = ngx.ctx.reset
+                end
+            }"
+nginx_proxy_conf_as nginx+lua-auth LUA_AUTH_PORT 4096 "keepalive_timeout 75s;" \
+    "lua_shared_dict rl 10m;" \
+    "init_by_lua_block { KEYS = {} for i = 1, 100 do KEYS['bench-key-' .. i] = { id = 'consumer-' .. i, username = 'bench' .. i, credential = 'credential-' .. i } end }"
 NGINX_MAIN="" NGINX_LOCATION=""
 
 # sluice: as run.sh's; then the same route with one plugin.
@@ -334,6 +381,17 @@ sluice_conf sluice+noop NOOP_PORT
 SLUICE_PLUGINS=pdk
 sluice_conf sluice+pdk PDK_PORT
 SLUICE_PLUGINS=""
+SLUICE_ROUTE_YAML="          - name: key-auth
+          - name: rate-limiting
+            config: { minute: $RATE_LIMIT, policy: local }"
+SLUICE_DOC_YAML=$(
+    echo "consumers:"
+    for i in $(seq 100); do
+        echo "  - { username: bench$i, keyauth_credentials: [{ key: bench-key-$i }] }"
+    done
+)
+sluice_conf sluice+auth AUTH_PORT
+SLUICE_ROUTE_YAML="" SLUICE_DOC_YAML=""
 
 start_sluice_as SLUICE_PID sluice taskset -c "$PROXY_CPU"
 start_sluice_as NOOP_PID sluice+noop taskset -c "$PROXY_CPU"
@@ -341,15 +399,18 @@ start_sluice_as PDK_PID sluice+pdk taskset -c "$PROXY_CPU"
 start_nginx NGINX_PID nginx taskset -c "$PROXY_CPU"
 start_nginx LUA_NOOP_PID nginx+lua-noop taskset -c "$PROXY_CPU"
 start_nginx LUA_PDK_PID nginx+lua-pdk taskset -c "$PROXY_CPU"
+start_sluice_as AUTH_PID sluice+auth taskset -c "$PROXY_CPU"
+start_nginx LUA_AUTH_PID nginx+lua-auth taskset -c "$PROXY_CPU"
 
 # TARGETS: "name:port:pid", in the order of the table.
 TARGETS="sluice:$SLUICE_PORT:$SLUICE_PID sluice+noop:$NOOP_PORT:$NOOP_PID
 sluice+pdk:$PDK_PORT:$PDK_PID nginx:$NGINX_PORT:$NGINX_PID
-nginx+lua-noop:$LUA_NOOP_PORT:$LUA_NOOP_PID nginx+lua-pdk:$LUA_PDK_PORT:$LUA_PDK_PID"
+nginx+lua-noop:$LUA_NOOP_PORT:$LUA_NOOP_PID nginx+lua-pdk:$LUA_PDK_PORT:$LUA_PDK_PID
+sluice+auth:$AUTH_PORT:$AUTH_PID nginx+lua-auth:$LUA_AUTH_PORT:$LUA_AUTH_PID"
 # ORDER: the order of the odd rounds; even rounds run it backwards, so that a
 # steady drift of the machine hits every target alike. Each pair the ratios
 # compare is measured back to back, except sluice+pdk against sluice.
-ORDER="sluice sluice+noop nginx+lua-noop nginx nginx+lua-pdk sluice+pdk"
+ORDER="sluice sluice+noop nginx+lua-noop nginx nginx+lua-pdk sluice+pdk sluice+auth nginx+lua-auth"
 
 pinning=""
 for t in $TARGETS; do
@@ -363,7 +424,7 @@ for t in $TARGETS; do
 done
 echo "pinning (worker processes):$pinning upstream=CPU$LOAD_CPU wrk=CPU$LOAD_CPU"
 # What each sluice runs per request, as `sluice check --routes` says.
-for name in sluice sluice+noop sluice+pdk; do
+for name in sluice sluice+noop sluice+pdk sluice+auth; do
     chain=$("$SLUICE" check -c "$TMP/$name/sluice.yaml" --routes |
         awk '/^plugin chains/ { f = 1; next } /^[^ ]/ { f = 0 } f { $1 = ""; print }') || true
     echo "$name route plugins:${chain:- (none)}"
@@ -379,6 +440,14 @@ for t in $TARGETS; do
     got=$(x_bench "${rest%%:*}")
     if [ "$got" != "$want" ]; then
         echo "plugins.sh: through $name the upstream got X-Bench '$got', expected '$want'" >&2
+        cat "$TMP/$name"/*.log >&2 || true
+        exit 1
+    fi
+    case $name in *auth) want="bench7 401" ;; *) want=" 200" ;; esac
+    got="$(x_consumer "${rest%%:*}") $(no_key "${rest%%:*}")"
+    if [ "$got" != "$want" ]; then
+        echo "plugins.sh: through $name: X-Consumer-Username and the status without a key" \
+            "were '$got', expected '$want'" >&2
         cat "$TMP/$name"/*.log >&2 || true
         exit 1
     fi
@@ -471,6 +540,8 @@ line "noop cost: 1 - (sluice+noop)/(sluice)" cost sluice+noop sluice "<= 3"
 line "sluice+noop / nginx+lua-noop" ratio sluice+noop nginx+lua-noop ">= 1.1"
 line "sluice+pdk / nginx+lua-pdk" ratio sluice+pdk nginx+lua-pdk
 line "pdk cost: 1 - (sluice+pdk)/(sluice)" cost sluice+pdk sluice
+line "sluice+auth / nginx+lua-auth" ratio sluice+auth nginx+lua-auth ">= 1.2"
+line "auth cost: 1 - (sluice+auth)/(sluice)" cost sluice+auth sluice "<= 10"
 line "nginx's lua noop cost: 1 - (nginx+lua-noop)/(nginx)" cost nginx+lua-noop nginx
 line "sluice / nginx, no plugins" ratio sluice nginx
 echo
