@@ -61,6 +61,8 @@ static size_t slot_size;                /* bytes per worker */
 static int nslots;                      /* workers */
 static sl_metrics_worker_t *mine;       /* this worker's slot, NULL in the master */
 static sl_metrics_route_t *mine_routes; /* and its records */
+static sl_metrics_entry_t *mine_table;  /* and its consumer series */
+static size_t table_mask;               /* table_size - 1; 0: no consumer series */
 static ev_timer gauge_timer;
 static sl_worker_t *gauge_worker;
 
@@ -105,6 +107,59 @@ static int conf_flag(lua_State *L, int conf, const char *name)
     return on;
 }
 
+static int by_id_cmp(const void *a, const void *b)
+{
+    const sl_metrics_consumer_t *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return memcmp(x->id, y->id, x->len);
+}
+
+/* The consumers of the normalized config, for per_consumer, and the size of
+ * each worker's table of consumer series: about 4 series per route and
+ * consumer (a consumer sees few routes and fewer statuses), within
+ * 1024..262144 entries (16 bytes each). */
+static void configure_consumers(sl_config_t *cf, sl_metrics_conf_t *m, lua_State *L, int t)
+{
+    lua_getfield(L, t, "consumers");
+    int cl = lua_gettop(L);
+    size_t n = lua_istable(L, cl) ? lua_objlen(L, cl) : 0;
+    if (n == 0 || n >= SL_METRICS_MAX_CONSUMERS || cf->nroutes + 1 >= SL_METRICS_MAX_ROUTES) {
+        lua_settop(L, cl - 1);
+        return;
+    }
+    m->consumer_labels = conf_alloc(L, cf->arena, n * sizeof(char *));
+    m->by_id = conf_alloc(L, cf->arena, n * sizeof(*m->by_id));
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, cl, (int)i + 1);
+        int c = lua_gettop(L);
+        const char *label = NULL;
+        static const char *const names[] = {"username", "custom_id", "id"};
+        for (size_t k = 0; k < SL_NELEMS(names) && label == NULL; k++) {
+            lua_getfield(L, c, names[k]);
+            if (lua_type(L, -1) == LUA_TSTRING)
+                label = sl_arena_strdup(cf->arena, lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+        lua_getfield(L, c, "id");
+        size_t len = 0;
+        const char *id = lua_tolstring(L, -1, &len);
+        char *copy = id != NULL ? sl_arena_strdup(cf->arena, id) : NULL;
+        if (label == NULL || copy == NULL)
+            luaL_error(L, "out of memory");
+        m->consumer_labels[i] = label;
+        m->by_id[i] = (sl_metrics_consumer_t){copy, len, (uint32_t)i};
+        lua_settop(L, c - 1);
+    }
+    qsort(m->by_id, n, sizeof(*m->by_id), by_id_cmp);
+    m->nconsumers = n;
+    size_t want = (cf->nroutes + 1) * n * 4, size = 1024;
+    while (size < want && size < 262144)
+        size *= 2;
+    m->table_size = size;
+    lua_settop(L, cl - 1);
+}
+
 void sl_metrics_configure(sl_config_t *cf, lua_State *L, int t)
 {
     static const struct {
@@ -117,7 +172,7 @@ void sl_metrics_configure(sl_config_t *cf, lua_State *L, int t)
         {"upstream_health_metrics", SL_METRICS_HEALTH},
     };
     int top = lua_gettop(L);
-    int enabled = 0;
+    int enabled = 0, per_consumer = 0;
     unsigned families = 0;
     lua_getfield(L, t, "plugins");
     int pl = lua_gettop(L);
@@ -132,6 +187,7 @@ void sl_metrics_configure(sl_config_t *cf, lua_State *L, int t)
             for (size_t f = 0; lua_istable(L, conf) && f < SL_NELEMS(flags); f++)
                 if (conf_flag(L, conf, flags[f].field))
                     families |= flags[f].bit;
+            per_consumer |= lua_istable(L, conf) && conf_flag(L, conf, "per_consumer");
         }
         lua_settop(L, pl);
     }
@@ -169,6 +225,8 @@ void sl_metrics_configure(sl_config_t *cf, lua_State *L, int t)
         m->route_labels[i] = label;
     }
     m->route_labels[cf->nroutes] = "";
+    if (per_consumer && (families & (SL_METRICS_STATUS | SL_METRICS_BANDWIDTH)))
+        configure_consumers(cf, m, L, t);
     cf->metrics = m;
     lua_settop(L, top);
 }
@@ -185,6 +243,11 @@ static sl_metrics_route_t *records(int w)
     return (sl_metrics_route_t *)((char *)slot(w) + sizeof(sl_metrics_worker_t));
 }
 
+static sl_metrics_entry_t *table(int w)
+{
+    return (sl_metrics_entry_t *)(records(w) + nrecords);
+}
+
 int sl_metrics_create(const sl_config_t *cf)
 {
     sl_metrics_destroy();
@@ -193,7 +256,8 @@ int sl_metrics_create(const sl_config_t *cf)
         return SL_OK;
     nslots = cf->server.workers > 0 ? cf->server.workers : 1;
     nrecords = cf->nroutes + 1;
-    slot_size = sizeof(sl_metrics_worker_t) + nrecords * sizeof(sl_metrics_route_t);
+    slot_size = sizeof(sl_metrics_worker_t) + nrecords * sizeof(sl_metrics_route_t) +
+                cf->metrics->table_size * sizeof(sl_metrics_entry_t);
     slot_size = (slot_size + 63) & ~(size_t)63; /* no two workers share a cache line */
     size_t size = slot_size * (size_t)nslots;
     /* Untouched pages of an anonymous shared mapping cost no memory: a route
@@ -220,6 +284,8 @@ void sl_metrics_destroy(void)
     shm_size = 0;
     mine = NULL;
     mine_routes = NULL;
+    mine_table = NULL;
+    table_mask = 0;
     metrics_cf = NULL;
 }
 
@@ -281,6 +347,8 @@ static int attach(int id)
         return SL_DECLINED;
     mine = slot(id);
     mine_routes = records(id);
+    mine_table = table(id);
+    table_mask = metrics_cf->metrics->table_size ? metrics_cf->metrics->table_size - 1 : 0;
     atomic_store_explicit(&mine->pid, (int64_t)getpid(), RELAXED);
     return SL_OK;
 }
@@ -316,18 +384,62 @@ static inline int bucket(const double *bounds, int n, double ms)
     return i;
 }
 
-void sl_metrics_count(int route, int status, int source, uint64_t ingress, uint64_t egress,
-                      double request_ms, double upstream_ms)
+/* Bounded probing: a full neighbourhood sends the count to the route's
+ * record, without its consumer label, and into consumer_overflow. */
+#define MAX_PROBES 64
+
+/* The value of this worker's consumer series key, made on first use; NULL
+ * when the table has no room for it. */
+static _Atomic uint64_t *series(uint64_t key)
+{
+    size_t i = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 32) & table_mask;
+    for (int n = 0; n < MAX_PROBES; n++, i = (i + 1) & table_mask) {
+        uint64_t k = atomic_load_explicit(&mine_table[i].key, RELAXED);
+        if (k == key)
+            return &mine_table[i].value;
+        if (k == 0) {
+            /* Only this worker writes here; readers skip a key they see
+             * without its value yet (the value is still 0). */
+            atomic_store_explicit(&mine_table[i].key, key, memory_order_release);
+            return &mine_table[i].value;
+        }
+    }
+    bump(&mine->consumer_overflow, 1);
+    return NULL;
+}
+
+int sl_metrics_consumer(const char *id, size_t len)
+{
+    const sl_metrics_conf_t *m = metrics_cf != NULL ? metrics_cf->metrics : NULL;
+    if (m == NULL || m->nconsumers == 0 || id == NULL)
+        return -1;
+    sl_metrics_consumer_t k = {id, len, 0};
+    const sl_metrics_consumer_t *c = bsearch(&k, m->by_id, m->nconsumers, sizeof(k), by_id_cmp);
+    return c != NULL ? (int)c->index : -1;
+}
+
+void sl_metrics_count(int route, int consumer, int status, int source, uint64_t ingress,
+                      uint64_t egress, double request_ms, double upstream_ms)
 {
     if (mine == NULL || route < 0 || (size_t)route >= nrecords)
         return;
     sl_metrics_route_t *r = &mine_routes[route];
     unsigned families = metrics_cf->metrics->families;
+    int code = sl_metrics_code_index(status);
+    _Atomic uint64_t *by_code = NULL, *in = NULL, *out = NULL;
+    if (consumer >= 0 && table_mask != 0 && (size_t)consumer < metrics_cf->metrics->nconsumers) {
+        if (families & SL_METRICS_STATUS)
+            by_code = series(SL_METRICS_KEY(route, consumer, source * SL_METRICS_NCODES + code));
+        if (families & SL_METRICS_BANDWIDTH) {
+            in = series(SL_METRICS_KEY(route, consumer, SL_METRICS_KIND_INGRESS));
+            out = series(SL_METRICS_KEY(route, consumer, SL_METRICS_KIND_EGRESS));
+        }
+    }
     if (families & SL_METRICS_STATUS)
-        bump(&r->requests[source][sl_metrics_code_index(status)], 1);
+        bump(by_code != NULL ? by_code : &r->requests[source][code], 1);
     if (families & SL_METRICS_BANDWIDTH) {
-        bump(&r->ingress, ingress);
-        bump(&r->egress, egress);
+        bump(in != NULL ? in : &r->ingress, ingress);
+        bump(out != NULL ? out : &r->egress, egress);
     }
     if (families & SL_METRICS_LATENCY) {
         if (request_ms < 0)
@@ -360,8 +472,10 @@ void sl_metrics_request(const sl_request_t *req)
                                        : SL_METRICS_ERROR;
     double upstream_ms =
         req->upstream_header > 0 ? (req->upstream_header - req->upstream_start) * 1000.0 : -1.0;
-    sl_metrics_count(req->route != NULL ? (int)req->route->index : (int)nrecords - 1, req->status,
-                     source, req->head_len + req->body_bytes, req->bytes_sent,
+    int consumer =
+        table_mask != 0 ? sl_metrics_consumer(req->consumer_id.data, req->consumer_id.len) : -1;
+    sl_metrics_count(req->route != NULL ? (int)req->route->index : (int)nrecords - 1, consumer,
+                     req->status, source, req->head_len + req->body_bytes, req->bytes_sent,
                      (now - req->start) * 1000.0, upstream_ms);
 }
 
@@ -506,29 +620,109 @@ static void put_hist(out_t *o, const char *name, size_t i, const _Atomic uint64_
     put(o, "\n", 1);
 }
 
-static void render_requests(out_t *o, sl_metrics_route_t *sums)
+/* The consumer series of every worker, summed: sorted by key, one entry
+ * per key. */
+typedef struct {
+    uint64_t key;
+    uint64_t value;
+} series_t;
+
+static int series_cmp(const void *a, const void *b)
 {
-    unsigned families = metrics_cf->metrics->families;
+    uint64_t x = ((const series_t *)a)->key, y = ((const series_t *)b)->key;
+    return x < y ? -1 : x > y;
+}
+
+/* Collects them into a malloc'd array (NULL with *n 0 when there are none);
+ * returns SL_ERROR when out of memory. */
+static int collect_series(series_t **out, size_t *n)
+{
+    size_t size = metrics_cf->metrics->table_size, count = 0;
+    *out = NULL;
+    *n = 0;
+    for (int w = 0; w < nslots; w++)
+        for (size_t i = 0; i < size; i++)
+            count += atomic_load_explicit(&table(w)[i].key, RELAXED) != 0;
+    if (count == 0)
+        return SL_OK;
+    series_t *all = malloc(count * sizeof(*all));
+    if (all == NULL)
+        return SL_ERROR;
+    size_t k = 0;
+    for (int w = 0; w < nslots; w++) {
+        sl_metrics_entry_t *t = table(w);
+        for (size_t i = 0; i < size && k < count; i++) {
+            uint64_t key = atomic_load_explicit(&t[i].key, memory_order_acquire);
+            if (key != 0)
+                all[k++] = (series_t){key, atomic_load_explicit(&t[i].value, RELAXED)};
+        }
+    }
+    qsort(all, k, sizeof(*all), series_cmp);
+    size_t m = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (m > 0 && all[m - 1].key == all[i].key)
+            all[m - 1].value += all[i].value;
+        else
+            all[m++] = all[i];
+    }
+    *out = all;
+    *n = m;
+    return SL_OK;
+}
+
+static void put_requests(out_t *o, size_t route, const char *consumer, int kind, uint64_t v)
+{
+    PUT(o, "sluice_http_requests_total{");
+    put_route(o, route);
+    PUT(o, ",code=\"");
+    puts_(o, code_labels[kind % SL_METRICS_NCODES]);
+    PUT(o, "\",source=\"");
+    puts_(o, source_labels[kind / SL_METRICS_NCODES]);
+    if (consumer != NULL) {
+        PUT(o, "\",consumer=\"");
+        put_label(o, consumer);
+    }
+    PUT(o, "\"} ");
+    put_u64(o, v);
+    put(o, "\n", 1);
+}
+
+static void put_bandwidth(out_t *o, size_t route, const char *consumer, int egress, uint64_t v)
+{
+    PUT(o, "sluice_bandwidth_bytes{");
+    put_route(o, route);
+    puts_(o, egress ? ",direction=\"egress" : ",direction=\"ingress");
+    if (consumer != NULL) {
+        PUT(o, "\",consumer=\"");
+        put_label(o, consumer);
+    }
+    PUT(o, "\"} ");
+    put_u64(o, v);
+    put(o, "\n", 1);
+}
+
+static void render_requests(out_t *o, sl_metrics_route_t *sums, const series_t *cs, size_t ncs)
+{
+    const sl_metrics_conf_t *m = metrics_cf->metrics;
+    unsigned families = m->families;
+    /* With per_consumer every series has the label; "" for the requests
+     * that named no consumer, as Kong's. */
+    const char *none = m->table_size != 0 ? "" : NULL;
     if (families & SL_METRICS_STATUS) {
         put_head(o, "sluice_http_requests_total", "counter",
                  "HTTP status codes per service/route in sluice");
         for (size_t i = 0; i < nrecords; i++) {
-            for (int s = 0; s < SL_METRICS_NSOURCES; s++) {
-                for (int c = 0; c < SL_METRICS_NCODES; c++) {
-                    uint64_t v = get(&sums[i].requests[s][c]);
-                    if (v == 0)
-                        continue;
-                    PUT(o, "sluice_http_requests_total{");
-                    put_route(o, i);
-                    PUT(o, ",code=\"");
-                    puts_(o, code_labels[c]);
-                    PUT(o, "\",source=\"");
-                    puts_(o, source_labels[s]);
-                    PUT(o, "\"} ");
-                    put_u64(o, v);
-                    put(o, "\n", 1);
-                }
+            for (int k = 0; k < SL_METRICS_NSOURCES * SL_METRICS_NCODES; k++) {
+                uint64_t v = get(&sums[i].requests[k / SL_METRICS_NCODES][k % SL_METRICS_NCODES]);
+                if (v != 0)
+                    put_requests(o, i, none, k, v);
             }
+        }
+        for (size_t i = 0; i < ncs; i++) {
+            int kind = (int)(cs[i].key & 0xff);
+            if (kind < SL_METRICS_KIND_INGRESS)
+                put_requests(o, (size_t)(cs[i].key >> 32) & 0xffffff,
+                             m->consumer_labels[(cs[i].key >> 8) & 0xffffff], kind, cs[i].value);
         }
     }
     if (families & SL_METRICS_LATENCY) {
@@ -552,20 +746,28 @@ static void render_requests(out_t *o, sl_metrics_route_t *sums)
         put_head(o, "sluice_bandwidth_bytes", "counter",
                  "Total bandwidth (ingress/egress) throughput in bytes");
         for (size_t i = 0; i < nrecords; i++) {
-            static const char *const dirs[2] = {"ingress", "egress"};
             uint64_t v[2] = {get(&sums[i].ingress), get(&sums[i].egress)};
-            for (int d = 0; d < 2; d++) {
-                if (v[d] == 0)
-                    continue;
-                PUT(o, "sluice_bandwidth_bytes{");
-                put_route(o, i);
-                PUT(o, ",direction=\"");
-                puts_(o, dirs[d]);
-                PUT(o, "\"} ");
-                put_u64(o, v[d]);
-                put(o, "\n", 1);
-            }
+            for (int d = 0; d < 2; d++)
+                if (v[d] != 0)
+                    put_bandwidth(o, i, none, d, v[d]);
         }
+        for (size_t i = 0; i < ncs; i++) {
+            int kind = (int)(cs[i].key & 0xff);
+            if (kind >= SL_METRICS_KIND_INGRESS)
+                put_bandwidth(o, (size_t)(cs[i].key >> 32) & 0xffffff,
+                              m->consumer_labels[(cs[i].key >> 8) & 0xffffff],
+                              kind == SL_METRICS_KIND_EGRESS, cs[i].value);
+        }
+    }
+    if (m->table_size != 0) {
+        uint64_t overflow = 0;
+        for (int w = 0; w < nslots; w++)
+            overflow += get(&slot(w)->consumer_overflow);
+        put_head(o, "sluice_metrics_consumer_overflow_total", "counter",
+                 "Counts made without their consumer label: the per-consumer table was full");
+        PUT(o, "sluice_metrics_consumer_overflow_total ");
+        put_u64(o, overflow);
+        put(o, "\n", 1);
     }
 }
 
@@ -732,7 +934,15 @@ SL_EXPORT int sl_ffi_metrics_render(char *buf, size_t cap, size_t *len)
         }
         for (size_t i = 0; i < nrecords; i++)
             sl_metrics_sum((int)i, &sums[i]);
-        render_requests(&o, sums);
+        series_t *cs;
+        size_t ncs;
+        if (collect_series(&cs, &ncs) != SL_OK) {
+            free(sums);
+            *len = 0;
+            return SL_ERROR;
+        }
+        render_requests(&o, sums, cs, ncs);
+        free(cs);
         free(sums);
     }
     if (metrics_cf->metrics->families & SL_METRICS_HEALTH)

@@ -67,9 +67,35 @@ typedef struct {
     _Atomic uint64_t reading;
     _Atomic uint64_t writing;
     _Atomic uint64_t waiting;
-    _Atomic uint64_t lua_bytes; /* the worker's Lua VM */
-    _Atomic int64_t pid;        /* 0: the worker never started */
+    _Atomic uint64_t lua_bytes;         /* the worker's Lua VM */
+    _Atomic int64_t pid;                /* 0: the worker never started */
+    _Atomic uint64_t consumer_overflow; /* requests counted without their consumer label */
 } sl_metrics_worker_t;
+
+/* With per_consumer, a worker's series that carry a consumer label live in a
+ * fixed open-addressing table after its route records: key 0 is empty, else
+ * SL_METRICS_KEY(route, consumer, kind) with kind a requests[source][code]
+ * position or SL_METRICS_KIND_INGRESS / _EGRESS. Keys are never removed;
+ * a reader may see a new key while its value is still 0. */
+typedef struct {
+    _Atomic uint64_t key;
+    _Atomic uint64_t value;
+} sl_metrics_entry_t;
+
+#define SL_METRICS_KIND_INGRESS (SL_METRICS_NSOURCES * SL_METRICS_NCODES)
+#define SL_METRICS_KIND_EGRESS  (SL_METRICS_KIND_INGRESS + 1)
+#define SL_METRICS_KEY(route, consumer, kind)                                                      \
+    ((1ull << 63) | ((uint64_t)(route) << 32) | ((uint64_t)(consumer) << 8) | (uint64_t)(kind))
+/* Routes and consumers the key has room for. */
+#define SL_METRICS_MAX_ROUTES    (1u << 24)
+#define SL_METRICS_MAX_CONSUMERS (1u << 24)
+
+/* A consumer id the config declares, for the lookup by id. */
+typedef struct {
+    const char *id;
+    size_t len;
+    uint32_t index; /* into sl_metrics_conf_t.consumer_labels */
+} sl_metrics_consumer_t;
 
 /* What the enabled prometheus instances ask for, read from the normalized
  * config at load (sl_metrics_configure); lives in the config's arena. */
@@ -77,6 +103,13 @@ typedef struct sl_metrics_conf_s {
     unsigned families;         /* SL_METRICS_* bits: any instance's flags */
     size_t nnamed_upstreams;   /* cf->upstreams[0..n) are the config's own upstreams */
     const char **route_labels; /* per route: its name, else its id, else "#<index>" */
+    /* per_consumer: the config's consumers, labelled by username (else
+     * custom_id, else id), found by id in by_id (sorted by length, then
+     * bytes); table_size entries per worker, a power of 2 (0: off). */
+    size_t nconsumers;
+    const char **consumer_labels;
+    sl_metrics_consumer_t *by_id;
+    size_t table_size;
 } sl_metrics_conf_t;
 
 /* Reads the prometheus instances of the normalized config (table t of L)
@@ -107,9 +140,14 @@ void sl_metrics_request(const sl_request_t *req);
 
 /* Counts one request directly (for sl_metrics_request and tests): route is
  * an index into the config's routes, or its nroutes for "no route";
- * latencies in ms, upstream < 0 when no upstream answered. */
-void sl_metrics_count(int route, int status, int source, uint64_t ingress, uint64_t egress,
-                      double request_ms, double upstream_ms);
+ * consumer an index into the config's consumers, or -1; latencies in ms,
+ * upstream < 0 when no upstream answered. */
+void sl_metrics_count(int route, int consumer, int status, int source, uint64_t ingress,
+                      uint64_t egress, double request_ms, double upstream_ms);
+
+/* The index of the consumer whose id is id[0..len), or -1 (none, or not
+ * counted per consumer). O(log consumers). */
+int sl_metrics_consumer(const char *id, size_t len);
 
 /* The index of status in the fixed code set, and that index's label. */
 int sl_metrics_code_index(int status);

@@ -11,7 +11,6 @@ local sluice = sluice
 local C = ffi.C
 local ffi_new = ffi.new
 local ffi_string = ffi.string
-local ipairs = ipairs
 local math_floor = math.floor
 local tonumber = tonumber
 
@@ -53,16 +52,6 @@ Prometheus.render = render
 
 function Prometheus.uses_phase(conf, phase)
   return phase == "access" and conf.serve_metrics
-end
-
-function Prometheus.configure(_, configs)
-  for _, conf in ipairs(configs) do
-    if conf.per_consumer then
-      sluice.log.warn("per_consumer is not supported: sluice does not label metrics by "
-        .. "consumer")
-      return
-    end
-  end
 end
 
 function Prometheus.access(_, conf)

@@ -22,9 +22,9 @@ return {
               .. "clients (ingress) and sent to them (egress) per service and route.") },
           { upstream_health_metrics = flag("Export sluice_upstream_target_health: the health "
               .. "state of every target of every upstream, from the shared health checks.") },
-          { per_consumer = flag("Kong's consumer label. Accepted so that Kong files load; "
-              .. "sluice does not label metrics by consumer, and logs a warning when this "
-              .. "is on.") },
+          { per_consumer = flag("Add a consumer label (its username, else custom_id, else "
+              .. "id) to sluice_http_requests_total and sluice_bandwidth_bytes for requests "
+              .. "an auth plugin tied to a consumer of the config; \"\" for the others.") },
           { ai_metrics = flag("Kong's AI metrics. Accepted so that Kong files load; sluice "
               .. "has no AI plugins and exports none.") },
           { serve_metrics = flag("This instance answers every request of its route with the "

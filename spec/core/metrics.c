@@ -81,7 +81,7 @@ TEST(metrics_nothing_without_an_instance)
     ASSERT_OK(sl_metrics_create(&f.cf));
     sl_worker_t w;
     be_worker(&f, &w, 0);
-    sl_metrics_count(0, 200, SL_METRICS_SERVICE, 1, 1, 1, 1); /* a no-op, not a crash */
+    sl_metrics_count(0, -1, 200, SL_METRICS_SERVICE, 1, 1, 1, 1); /* a no-op, not a crash */
     size_t len = 1;
     ASSERT_EQ(sl_ffi_metrics_render(NULL, 0, &len), SL_DECLINED);
     ASSERT_EQ(len, 0);
@@ -102,10 +102,10 @@ TEST(metrics_sums_every_worker)
             sl_worker_t w;
             be_worker(&f, &w, id);
             for (int i = 0; i < 100 * (id + 1); i++)
-                sl_metrics_count(0, 200, SL_METRICS_SERVICE, 10, 100, 30.0, 20.0);
-            sl_metrics_count(0, 404, SL_METRICS_EXIT, 5, 50, 3.0, -1);
-            sl_metrics_count(2, 404, SL_METRICS_ERROR, 7, 70, 0.5, -1); /* no route */
-            sl_metrics_count(1, 299, SL_METRICS_SERVICE, 1, 1, 70000.0, 50000.0);
+                sl_metrics_count(0, -1, 200, SL_METRICS_SERVICE, 10, 100, 30.0, 20.0);
+            sl_metrics_count(0, -1, 404, SL_METRICS_EXIT, 5, 50, 3.0, -1);
+            sl_metrics_count(2, -1, 404, SL_METRICS_ERROR, 7, 70, 0.5, -1); /* no route */
+            sl_metrics_count(1, -1, 299, SL_METRICS_SERVICE, 1, 1, 70000.0, 50000.0);
             sl_metrics_accepted(1);
             _exit(0);
         }
@@ -184,7 +184,7 @@ TEST(metrics_families_follow_the_flags)
     ASSERT_OK(sl_metrics_create(&f.cf));
     sl_worker_t w;
     be_worker(&f, &w, 1);
-    sl_metrics_count(0, 200, SL_METRICS_SERVICE, 3, 4, 1.0, 1.0);
+    sl_metrics_count(0, -1, 200, SL_METRICS_SERVICE, 3, 4, 1.0, 1.0);
     sl_metrics_route_t r;
     sl_metrics_sum(0, &r);
     ASSERT_EQ(r.requests[SL_METRICS_SERVICE][sl_metrics_code_index(200)], 0);
@@ -197,5 +197,85 @@ TEST(metrics_families_follow_the_flags)
     ASSERT(strstr(buf, "sluice_http_requests_total") == NULL);
     ASSERT(strstr(buf, "sluice_request_latency_ms") == NULL);
     ASSERT(strstr(buf, "direction=\"ingress\"} 3\n") != NULL);
+    sl_metrics_destroy();
+}
+
+/* per_consumer: a consumer's counts carry its label, summed over workers;
+ * a full table sends counts to the unlabelled record and says so. */
+TEST(metrics_consumer_series)
+{
+    fixture_t f;
+    fixture(&f, SL_METRICS_STATUS | SL_METRICS_BANDWIDTH);
+    const char *labels[2] = {"alice", "bob"};
+    /* Sorted by length, then bytes, as sl_metrics_configure leaves them. */
+    sl_metrics_consumer_t by_id[2] = {{"id-b", 4, 1}, {"id-alice", 8, 0}};
+    f.m.nconsumers = 2;
+    f.m.consumer_labels = labels;
+    f.m.by_id = by_id;
+    f.m.table_size = 1024;
+    ASSERT_OK(sl_metrics_create(&f.cf));
+    ASSERT_EQ(sl_metrics_consumer("id-alice", 8), 0);
+    ASSERT_EQ(sl_metrics_consumer("id-b", 4), 1);
+    ASSERT_EQ(sl_metrics_consumer("id-c", 4), -1);
+    ASSERT_EQ(sl_metrics_consumer(NULL, 0), -1);
+    pid_t pids[2];
+    for (int id = 0; id < 2; id++) {
+        pids[id] = fork();
+        ASSERT(pids[id] >= 0);
+        if (pids[id] == 0) {
+            sl_worker_t w;
+            be_worker(&f, &w, id);
+            for (int i = 0; i < 5; i++)
+                sl_metrics_count(0, 0, 200, SL_METRICS_SERVICE, 10, 20, 1, 1);
+            sl_metrics_count(1, 1, 403, SL_METRICS_EXIT, 1, 2, 1, -1);
+            sl_metrics_count(0, -1, 200, SL_METRICS_SERVICE, 100, 200, 1, 1);
+            _exit(0);
+        }
+    }
+    for (int id = 0; id < 2; id++) {
+        int status;
+        ASSERT_EQ(waitpid(pids[id], &status, 0), pids[id]);
+        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    /* The route records hold only the requests without a consumer. */
+    sl_metrics_route_t r;
+    sl_metrics_sum(0, &r);
+    ASSERT_EQ(r.requests[SL_METRICS_SERVICE][sl_metrics_code_index(200)], 2);
+    ASSERT_EQ(r.ingress, 200);
+    char buf[16384];
+    size_t len;
+    ASSERT_OK(sl_ffi_metrics_render(buf, sizeof(buf) - 1, &len));
+    buf[len] = '\0';
+    ASSERT(strstr(buf, "sluice_http_requests_total{service=\"orders\",route=\"list\",code=\"200\","
+                       "source=\"service\",consumer=\"alice\"} 10\n") != NULL);
+    ASSERT(strstr(buf, "sluice_http_requests_total{service=\"orders\",route=\"list\",code=\"200\","
+                       "source=\"service\",consumer=\"\"} 2\n") != NULL);
+    ASSERT(strstr(buf, "code=\"403\",source=\"exit\",consumer=\"bob\"} 2\n") != NULL);
+    ASSERT(strstr(buf, "sluice_bandwidth_bytes{service=\"orders\",route=\"list\","
+                       "direction=\"ingress\",consumer=\"alice\"} 100\n") != NULL);
+    ASSERT(strstr(buf, "sluice_bandwidth_bytes{service=\"orders\",route=\"list\","
+                       "direction=\"egress\",consumer=\"alice\"} 200\n") != NULL);
+    ASSERT(strstr(buf, "sluice_bandwidth_bytes{service=\"orders\",route=\"list\","
+                       "direction=\"ingress\",consumer=\"\"} 200\n") != NULL);
+    ASSERT(strstr(buf, "sluice_metrics_consumer_overflow_total 0\n") != NULL);
+    sl_metrics_destroy();
+
+    /* A table of 4 entries holds 4 series; the fifth goes unlabelled. */
+    f.m.table_size = 4;
+    f.m.families = SL_METRICS_STATUS;
+    ASSERT_OK(sl_metrics_create(&f.cf));
+    sl_worker_t w;
+    be_worker(&f, &w, 0);
+    for (int s = 200; s <= 204; s++)
+        sl_metrics_count(0, 0, s, SL_METRICS_SERVICE, 0, 0, 1, 1);
+    sl_metrics_sum(0, &r);
+    uint64_t unlabelled = 0;
+    for (int s = 200; s <= 204; s++)
+        unlabelled += r.requests[SL_METRICS_SERVICE][sl_metrics_code_index(s)];
+    ASSERT_EQ(unlabelled, 1);
+    ASSERT_OK(sl_ffi_metrics_render(buf, sizeof(buf) - 1, &len));
+    buf[len] = '\0';
+    ASSERT(strstr(buf, "sluice_metrics_consumer_overflow_total 1\n") != NULL);
+    ASSERT(strstr(buf, "code=\"203\",source=\"service\",consumer=\"alice\"} 1\n") != NULL);
     sl_metrics_destroy();
 }

@@ -256,7 +256,9 @@ services:
           - name: pre-function
             config:
               access:
-                - "sluice.shared.cache:set('k', string.rep('x', 20000)) return sluice.response.exit(204)"
+                - |
+                  sluice.shared.cache:set('k', string.rep('x', 20000))
+                  return sluice.response.exit(204)
 ]], up.port), { workers = 2, shared_dicts = { cache = "1m" } })
       assert.equal(204, (get(s, "/fill")))
       local m = scrape(s)
@@ -269,5 +271,70 @@ services:
       local used = expo.value(m, "sluice_memory_lua_shared_dict_bytes", { shared_dict = "cache" })
       assert.equal(1024 * 1024, total)
       assert.is_true(used >= 20000 and used < total, tostring(used))
+    end)
+end)
+
+describe("plugin: prometheus (proxy, per_consumer)", function()
+  local s
+
+  setup(function()
+    local up = t.mock_upstream()
+    s = t.start({
+      consumers = {
+        { username = "alice", keyauth_credentials = { { key = "k-alice" } } },
+        { username = "bob", custom_id = "crm-2", keyauth_credentials = { { key = "k-bob" } } },
+      },
+      services = { {
+        name = "api", url = up.url,
+        routes = {
+          { name = "keyed", paths = { "/keyed" },
+            plugins = { { name = "key-auth" } } },
+          { name = "open", paths = { "/open" } },
+          { name = "metrics", paths = { "/metrics" },
+            plugins = { { name = "prometheus", config = { serve_metrics = true } } } },
+        },
+      } },
+      plugins = { { name = "prometheus", config = { per_consumer = true,
+                                                     status_code_metrics = true,
+                                                     bandwidth_metrics = true } } },
+    }, { workers = 2 })
+  end)
+
+  teardown(function()
+    t.stop()
+  end)
+
+  it("labels a consumer's requests and bytes with its username, and the others with \"\"",
+    function()
+      for _ = 1, 5 do
+        assert.equal(200, assert(s:get("/keyed", { headers = { apikey = "k-alice" } })).status)
+      end
+      for _ = 1, 3 do
+        assert.equal(200, assert(s:get("/keyed", { headers = { apikey = "k-bob" } })).status)
+      end
+      for _ = 1, 2 do
+        assert.equal(401, assert(s:get("/keyed")).status)
+        assert.equal(200, assert(s:get("/open")).status)
+      end
+      for _ = 1, 3 do
+        local m = scrape(s)
+        local function n(route, code, source, consumer)
+          return expo.value(m, "sluice_http_requests_total", { service = "api", route = route,
+            code = code, source = source, consumer = consumer })
+        end
+        assert.equal(5, n("keyed", "200", "service", "alice"))
+        assert.equal(3, n("keyed", "200", "service", "bob"))
+        assert.equal(2, n("keyed", "401", "exit", ""))
+        assert.equal(2, n("open", "200", "service", ""))
+        assert.is_true(expo.value(m, "sluice_bandwidth_bytes", { service = "api",
+          route = "keyed", direction = "egress", consumer = "alice" }) > 0)
+        -- Every series of both families has the label.
+        for _, name in ipairs({ "sluice_http_requests_total", "sluice_bandwidth_bytes" }) do
+          for _, x in ipairs(expo.samples(m, name)) do
+            assert.is_string(x.labels.consumer)
+          end
+        end
+        assert.equal(0, expo.value(m, "sluice_metrics_consumer_overflow_total"))
+      end
     end)
 end)
