@@ -232,6 +232,13 @@ static int value_ok(const char *v, size_t len)
     return 1;
 }
 
+SL_EXPORT int sl_ffi_header_check(const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (nlen == 0 || !sl_http_is_token(name, nlen))
+        return 1;
+    return value_ok(value, vlen) ? 0 : 2;
+}
+
 SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size_t nlen,
                                const char *value, size_t vlen, const char **err)
 {

@@ -136,6 +136,10 @@ int sl_ffi_header_get(sl_request_t *r, int target, const char *name, size_t nlen
 int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size_t nlen,
                                const char *value, size_t vlen, const char **err);
 
+/* Checks one header line a plugin's exit sends: returns 0, 1 when the name
+ * is not a token, 2 when the value holds CR, LF or NUL. Never fails. */
+int sl_ffi_header_check(const char *name, size_t nlen, const char *value, size_t vlen);
+
 /* Replaces what goes upstream: what 0 = method, 1 = path, 2 = raw query. */
 int sl_ffi_upstream_set(sl_request_t *r, int what, const char *value, size_t len,
                                   const char **err);

@@ -493,9 +493,12 @@ local function make_runner(chain, phase)
     src[#src + 1] = "  state.plugin, state.index, state.entry = " .. e .. ".name, " .. i .. ", "
       .. e .. "\n  " .. e .. ".fn(" .. e .. ".handler, " .. e .. ".conf)\n"
     if phase <= ACCESS then
+      -- Not a tail call: after's return then lands in this runner's frame,
+      -- which a trace can follow (a tail call would return straight into the
+      -- xpcall: "NYI: return to lower frame").
       src[#src + 1] = "  local x" .. i .. " = contexts[seq]\n  if x" .. i .. " and (x" .. i
-        .. ".exit_status or x" .. i .. ".rechain) then return after(chain, " .. i .. ", " .. n
-        .. ", " .. phase .. ", seq) end\n"
+        .. ".exit_status or x" .. i .. ".rechain) then after(chain, " .. i .. ", " .. n
+        .. ", " .. phase .. ", seq) return end\n"
     end
   end
   src[#src + 1] = "end\n"
