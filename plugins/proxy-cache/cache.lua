@@ -68,6 +68,11 @@ local function query_part(only)
   return tbl_concat(names, "&")
 end
 
+-- Keys made lately, per worker: what was hashed -> its key, so that a hot
+-- URL is hashed once. Emptied when it holds MAX_MEMO of them.
+local MAX_MEMO = 4096
+local memo, memo_n = {}, 0
+
 -- The key of the request's entry: 32 hex digits (Kong's length) of a SHA-256
 -- over the route, the consumer (only when authorized requests are cached),
 -- method, host, path, query and the vary_headers' values. method overrides
@@ -87,7 +92,16 @@ function _M.key(conf, method, consumer_id)
     end
     parts[#parts + 1] = v or ""
   end
-  return str_sub(crypto.hex(crypto.sha256(tbl_concat(parts, "\n"))), 1, 32)
+  local raw = tbl_concat(parts, "\n")
+  local key = memo[raw]
+  if not key then
+    if memo_n >= MAX_MEMO then
+      memo, memo_n = {}, 0
+    end
+    key = str_sub(crypto.hex(crypto.sha256(raw)), 1, 32)
+    memo[raw], memo_n = key, memo_n + 1
+  end
+  return key
 end
 
 -- The stored form of a response (see the top of the file). headers is what
@@ -112,10 +126,38 @@ function _M.encode(status, headers, body, stored_at, ttl)
   return tbl_concat(buf)
 end
 
+-- Entries decoded lately, per worker: the stored string -> { status,
+-- headers, body, stored_at, ttl }. The dict hands the same bytes back as the
+-- same (interned) Lua string, so a hot entry is decoded once; a changed entry
+-- is another string. Emptied when it holds MAX_MEMO of them.
+local decoded, decoded_n = {}, 0
+
+local decode
+
+-- The parts of a stored entry, decoded once per worker (see decoded): status,
+-- headers (name -> value, or a list for a repeated one; shared by the hits
+-- of this entry, which only set the cache's own headers in it), body,
+-- stored_at, ttl; nil when s is not an entry.
+function _M.decode_cached(s)
+  local d = decoded[s]
+  if not d then
+    local status, headers, body, stored_at, ttl = decode(s)
+    if not status then
+      return nil
+    end
+    if decoded_n >= MAX_MEMO then
+      decoded, decoded_n = {}, 0
+    end
+    d = { status, headers, body, stored_at, ttl }
+    decoded[s], decoded_n = d, decoded_n + 1
+  end
+  return d[1], d[2], d[3], d[4], d[5]
+end
+
 -- The parts of a stored entry: status, headers (a fresh table for
 -- sluice.response.exit: name -> value, or a list for a repeated one),
 -- body, stored_at, ttl; nil when s is not an entry.
-function _M.decode(s)
+decode = function(s)
   local e1 = str_find(s, "\n", 1, true)
   local e2 = e1 and str_find(s, "\n", e1 + 1, true)
   local e3 = e2 and str_find(s, "\n", e2 + 1, true)
@@ -152,6 +194,7 @@ function _M.decode(s)
   end
   return status, headers, str_sub(s, pos + 1), stored_at, ttl
 end
+_M.decode = decode
 
 -- Cache-Control directives of a header value (a string or a list), as
 -- { ["no-store"] = true, ["max-age"] = 60, ... } (numbers for numeric

@@ -29,6 +29,9 @@ local ProxyCache = {
 -- [200] = true }, types = (cache.content_types), headers = the X-Cache-*
 -- switches }.
 local compiled = setmetatable({}, { __mode = "k" })
+-- Per worker: how many coalescing locks its requests hold now (log only
+-- looks for one in a request's context when some are held).
+local held = 0
 
 local function compile(conf)
   local c = compiled[conf]
@@ -68,10 +71,10 @@ local function consumer_id()
   return c and c.id or ""
 end
 
--- Answers from a stored entry. status_word: "Hit". header_filter then has
--- nothing to do (no state).
+-- Answers from a stored entry (headers: its shared table, see
+-- cache.decode_cached). status_word: "Hit". header_filter and log see an
+-- exit and have nothing to do.
 local function serve(c, key, status, headers, body, stored_at, status_word)
-  sluice.ctx.plugin.state = nil
   if c.age then
     headers["Age"] = tostring(math_max(0, math_floor(sluice.now() - stored_at)))
   end
@@ -92,7 +95,7 @@ local function fresh(value, now, max_age)
   if not value then
     return nil, false
   end
-  local status, headers, body, stored_at, ttl = cache.decode(value)
+  local status, headers, body, stored_at, ttl = cache.decode_cached(value)
   if not status then
     return nil, false
   end
@@ -117,40 +120,42 @@ local function purge(conf, dict)
 end
 
 function ProxyCache.access(_, conf)
-  local c = compile(conf)
+  local c = compiled[conf] or compile(conf)
   local dict = dict_of(conf)
   local method = sluice.request.get_method()
   if method == conf.purge_method then
     return purge(conf, dict)
   end
-  local pctx = sluice.ctx.plugin
   if not c.methods[method]
       or (not conf.cache_authorized and sluice.request.get_header("Authorization")) then
-    pctx.state = "Bypass"
+    sluice.ctx.plugin.state = "Bypass"
     return
   end
   local req_cc = conf.cache_control and cache.cache_control(sluice.request.get_header(
     "Cache-Control"))
   if req_cc and req_cc["no-store"] then
-    pctx.state = "Bypass"
+    sluice.ctx.plugin.state = "Bypass"
     return
   end
   -- A HEAD is answered from the GET's entry, as nginx does; it never stores one.
   local key = cache.key(conf, method == "HEAD" and "GET" or method,
     conf.cache_authorized and consumer_id() or nil)
-  pctx.key = key
   local now = sluice.now()
   local max_age = req_cc and type(req_cc["max-age"]) == "number" and req_cc["max-age"] or nil
   local refresh = req_cc and (req_cc["no-cache"] or max_age == 0)
   local status, headers, body, stored_at
   local stale = false
   if not refresh then
+    -- A hit makes no per-request table: no sluice.ctx (header_filter and
+    -- log know a hit by its source, "exit").
     status, headers, body, stored_at = fresh(dict:get(key), now, max_age)
     if status then
       return serve(c, key, status, headers, body, stored_at, "Hit")
     end
     stale = headers
   end
+  local pctx = sluice.ctx.plugin
+  pctx.key = key
   if req_cc and req_cc["only-if-cached"] then
     return sluice.response.exit(504, { message = "not in cache" })
   end
@@ -162,6 +167,7 @@ function ProxyCache.access(_, conf)
     local lock = LOCK_PREFIX .. key
     if dict:add(lock, 1, timeout) then
       pctx.lock = lock
+      held = held + 1
       return
     end
     local deadline = now + timeout
@@ -179,6 +185,7 @@ local function unlock(conf, pctx)
   if pctx.lock then
     sluice.shared[conf.memory.dictionary_name]:delete(pctx.lock)
     pctx.lock = nil
+    held = held - 1
   end
 end
 
@@ -219,9 +226,12 @@ local function storable_ttl(conf, c)
 end
 
 function ProxyCache.header_filter(_, conf)
+  if sluice.response.get_source() == "exit" then -- a hit, a purge: answered already
+    return
+  end
   local pctx = sluice.ctx.plugin
   local state = pctx.state
-  if state == nil then -- a hit, or the purge answer: served already
+  if state == nil then
     return
   end
   local c = compile(conf)
@@ -278,7 +288,11 @@ end
 -- A request that ended before its response was stored (the client left, the
 -- upstream failed) lets the requests waiting for it go.
 function ProxyCache.log(_, conf)
-  unlock(conf, sluice.ctx.plugin)
+  -- A hit (an exit) took no lock; a later plugin's exit after a miss may
+  -- have left one.
+  if held > 0 or sluice.response.get_source() ~= "exit" then
+    unlock(conf, sluice.ctx.plugin)
+  end
 end
 
 return ProxyCache
