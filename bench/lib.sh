@@ -20,6 +20,7 @@
 #   SLUICE_ROUTE_YAML="..." YAML list items for the route's plugins: (bundled ones
 #                         with their config), indented for sluice_conf's route
 #   SLUICE_DOC_YAML="..."  top-level YAML appended to sluice_conf's file (consumers:)
+#   SLUICE_SERVICE_PATH="/x" the path of sluice_conf's service URL ("": none)
 #   UPSTREAM_SERVER="..." lines in the upstream's server block (extra locations)
 #
 # The second half (wrk_measure and what goes with it) is the wrk measuring
@@ -41,6 +42,7 @@ NGINX_LOCATION=""
 SLUICE_PLUGINS=""
 SLUICE_ROUTE_YAML=""
 SLUICE_DOC_YAML=""
+SLUICE_SERVICE_PATH=""
 UPSTREAM_SERVER=""
 # What the upstream answers to every request.
 UPSTREAM_BODY='{"status":"ok","message":"hello from upstream"}'
@@ -275,7 +277,7 @@ EOF
         cat <<EOF
 services:
   - name: bench
-    url: http://127.0.0.1:$UP_PORT
+    url: http://127.0.0.1:$UP_PORT$SLUICE_SERVICE_PATH
     routes:
       - name: all
         paths: ["/"]
@@ -423,6 +425,63 @@ best() { awk -v n="$1" '$1 == n { print $3 }' "$TMP/results" | sort -g | tail -n
 errs() { awk -v n="$1" '$1 == n { e += $6 } END { print e + 0 }' "$TMP/results"; }
 # ratio A B: A/B with two decimals ("n/a" when B is not positive).
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+# --- ratios of two targets (plugins.sh, features.sh) ------------------------
+
+# of_medians KIND A B COL: over the medians of COL (3 req/s, 11 req per proxy
+# CPU-s) of targets A and B: KIND cost = 1 - A/B in percent, ratio = A/B.
+of_medians() {
+    awk -v k="$1" -v a="$(col_median "$2" "$4")" -v b="$(col_median "$3" "$4")" 'BEGIN {
+        if (b <= 0 || a < 0) print "n/a"
+        else if (k == "cost") printf "%.1f%%", (1 - a / b) * 100
+        else printf "%.2f", a / b }'
+}
+# of_rounds KIND A B [COL]: the same for each round's own pair of runs, of COL
+# (default 11, per CPU-s): "MEDIAN MIN MAX", numbers only (percent for cost).
+of_rounds() {
+    awk -v k="$1" -v an="$2" -v bn="$3" -v c="${4:-11}" '
+        $1 == an { a[$2] = $c } $1 == bn { b[$2] = $c }
+        END { for (r in a) if ((r in b) && a[r] > 0 && b[r] > 0)
+            print (k == "cost") ? (1 - a[r] / b[r]) * 100 : a[r] / b[r] }' "$TMP/results" |
+        sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-1 -1 -1"; exit }
+            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            print m, v[1], v[NR] }'
+}
+# line LABEL KIND A B [TARGET] [COL]: one line of ratios (of the medians of
+# req/s and of req per CPU-s, then of the rounds' own pairs); TARGET "<= 3" or
+# ">= 1.1" is judged on the median of the rounds' own pairs of COL (default
+# 11, per CPU-s; 3 judges req/s). Print ratio_header first.
+line() {
+    local label=$1 kind=$2 a=$3 b=$4 target=${5:-} col=${6:-11} rounds verdict=""
+    rounds=$(of_rounds "$kind" "$a" "$b" "$col")
+    if [ -n "$target" ]; then
+        verdict=$(awk -v m="${rounds%% *}" -v op="${target% *}" -v l="${target#* }" \
+            -v on="$([ "$col" = 3 ] && echo ", req/s")" 'BEGIN {
+            ok = (op == "<=") ? m <= l : m >= l
+            printf "target %s %s%s: %s", op, l, on, ok ? "met" : "missed" }')
+        [ "$kind" = cost ] && verdict="${verdict/: /%: }"
+    fi
+    # shellcheck disable=SC2086 # three numbers
+    printf '%-50s %7s %9s %s  %s\n' "$label" "$(of_medians "$kind" "$a" "$b" 3)" \
+        "$(of_medians "$kind" "$a" "$b" 11)" \
+        "$(awk -v k="$kind" -v m="$rounds" 'BEGIN { split(m, v, " ")
+            if (v[1] == -1 && v[2] == -1) { printf "%-22s", "n/a"; exit }
+            if (k == "cost") printf "%-22s", sprintf("%.1f%% (%.1f .. %.1f)", v[1], v[2], v[3])
+            else printf "%-22s", sprintf("%.2f (%.2f .. %.2f)", v[1], v[2], v[3]) }')" "$verdict"
+}
+
+
+# ratio_header: the header line over line's columns.
+ratio_header() {
+    printf '%-50s %7s %9s %s\n' "" "req/s" "per CPU-s" "rounds, per CPU-s (or as the target says)"
+}
+
+# pinned NAME PID: "NAME=CPUn" for the worker of master PID.
+pinned() {
+    local pid
+    pid=$(pgrep -P "$2" | head -n 1) || true
+    [ -n "$pid" ] && echo "$1=CPU$(taskset -pc "$pid" | awk '{ print $NF }')"
+}
 
 # results_table NAME...: the Markdown table of the medians, one row per NAME.
 results_table() {

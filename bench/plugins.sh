@@ -145,12 +145,6 @@ x_consumer() { curl -s --max-time 5 -H "apikey: $APIKEY" "http://127.0.0.1:$1/x-
 # no_key PORT: the status of a request without a key through PORT.
 no_key() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/" || true; }
 
-# pinned NAME PID: "NAME=CPUn" for the worker of master PID.
-pinned() {
-    local pid
-    pid=$(pgrep -P "$2" | head -n 1) || true
-    [ -n "$pid" ] && echo "$1=CPU$(taskset -pc "$pid" | awk '{ print $NF }')"
-}
 
 # ===========================================================================
 # --jit: LuaJIT's trace log of the worker under load
@@ -494,48 +488,9 @@ echo
 results_table $NAMES
 echo
 
-# of_medians KIND A B COL: over the medians of COL (3 req/s, 11 req per proxy
-# CPU-s) of targets A and B: KIND cost = 1 - A/B in percent, ratio = A/B.
-of_medians() {
-    awk -v k="$1" -v a="$(col_median "$2" "$4")" -v b="$(col_median "$3" "$4")" 'BEGIN {
-        if (b <= 0 || a < 0) print "n/a"
-        else if (k == "cost") printf "%.1f%%", (1 - a / b) * 100
-        else printf "%.2f", a / b }'
-}
-# of_rounds KIND A B: the same for each round's own pair of runs, per CPU-s:
-# "MEDIAN MIN MAX", numbers only (percent for cost).
-of_rounds() {
-    awk -v k="$1" -v an="$2" -v bn="$3" '
-        $1 == an { a[$2] = $11 } $1 == bn { b[$2] = $11 }
-        END { for (r in a) if ((r in b) && a[r] > 0 && b[r] > 0)
-            print (k == "cost") ? (1 - a[r] / b[r]) * 100 : a[r] / b[r] }' "$TMP/results" |
-        sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-1 -1 -1"; exit }
-            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            print m, v[1], v[NR] }'
-}
-# line LABEL KIND A B [TARGET]: one line of ratios; TARGET "<= 3" or ">= 1.1"
-# is judged on the median of the rounds' own pairs, per CPU-s.
-line() {
-    local label=$1 kind=$2 a=$3 b=$4 target=${5:-} rounds verdict=""
-    rounds=$(of_rounds "$kind" "$a" "$b")
-    if [ -n "$target" ]; then
-        verdict=$(awk -v m="${rounds%% *}" -v op="${target% *}" -v l="${target#* }" 'BEGIN {
-            ok = (op == "<=") ? m <= l : m >= l
-            printf "target %s %s: %s", op, l, ok ? "met" : "missed" }')
-        [ "$kind" = cost ] && verdict="${verdict/: /%: }"
-    fi
-    # shellcheck disable=SC2086 # three numbers
-    printf '%-50s %7s %9s %s  %s\n' "$label" "$(of_medians "$kind" "$a" "$b" 3)" \
-        "$(of_medians "$kind" "$a" "$b" 11)" \
-        "$(awk -v k="$kind" -v m="$rounds" 'BEGIN { split(m, v, " ")
-            if (v[1] == -1 && v[2] == -1) { printf "%-22s", "n/a"; exit }
-            if (k == "cost") printf "%-22s", sprintf("%.1f%% (%.1f .. %.1f)", v[1], v[2], v[3])
-            else printf "%-22s", sprintf("%.2f (%.2f .. %.2f)", v[1], v[2], v[3]) }')" "$verdict"
-}
-
 echo "== plugins: ratios. per CPU-s = requests per second of the proxy's own CPU time;"
 echo "   'rounds' = the median (min .. max) of each round's own pair of runs, per CPU-s"
-printf '%-50s %7s %9s %s\n' "" "req/s" "per CPU-s" "rounds, per CPU-s"
+ratio_header
 line "noop cost: 1 - (sluice+noop)/(sluice)" cost sluice+noop sluice "<= 3"
 line "sluice+noop / nginx+lua-noop" ratio sluice+noop nginx+lua-noop ">= 1.1"
 line "sluice+pdk / nginx+lua-pdk" ratio sluice+pdk nginx+lua-pdk
