@@ -144,6 +144,11 @@ SL_EXPORT int sl_ffi_header_get(sl_request_t *r, int target, const char *name, s
 SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size_t nlen,
                                const char *value, size_t vlen, const char **err);
 
+/* JSON scanning for lua/sluice/json_edit.lua (core/json.h), on Lua string
+ * indices: returns the index just past what starts at index p of s[1..len]:
+ * what 0 blanks, 1 a string, 2 a value (len + 1 when the text ends first). */
+SL_EXPORT int sl_ffi_json_skip(int what, const char *s, int len, int p);
+
 /* Checks one header line a plugin's exit sends: returns 0, 1 when the name
  * is not a token, 2 when the value holds CR, LF or NUL. Never fails. */
 SL_EXPORT int sl_ffi_header_check(const char *name, size_t nlen, const char *value, size_t vlen);

@@ -22,6 +22,8 @@
 -- object (JSON allows it, cjson keeps the last), reads and edits use the
 -- last, remove removes all.
 
+local ffi = require("ffi")
+require("sluice.ffi")
 local cjson = require("cjson.safe").new()
 
 local str_byte = string.byte
@@ -32,8 +34,10 @@ local str_sub = string.sub
 local tbl_concat = table.concat
 local type = type
 
-local QUOTE, BACKSLASH, COMMA = 34, 92, 44
-local LBRACE, LBRACKET, RBRACE, RBRACKET = 123, 91, 125, 93
+local C = ffi.C
+
+local COMMA = 44
+local LBRACE, LBRACKET, RBRACE = 123, 91, 125
 
 local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
                   ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
@@ -47,70 +51,23 @@ local _M = {}
 
 -- Scanning (the text is valid JSON: cjson said so) -------------------------------
 
--- Byte loops rather than patterns: LuaJIT compiles string.byte, not
--- character classes, and a body is mostly skipped.
+-- The skipping is done in C (core/json.c, through the FFI): a byte loop in
+-- Lua would step through every byte of a body, nested as these scans are
+-- (LuaJIT compiles neither an inner loop of a root trace nor a loop that
+-- leaves after a few bytes), and string.find with a class is slower still.
+-- A body is mostly skipped. Each returns the index just past what starts at p.
+local WS, STRING, VALUE = 0, 1, 2
 
--- The index just past the string starting at p.
 local function skip_string(s, p)
-  local i, len = p + 1, #s
-  while i <= len do
-    local c = str_byte(s, i)
-    if c == QUOTE then
-      return i + 1
-    elseif c == BACKSLASH then
-      i = i + 2
-    else
-      i = i + 1
-    end
-  end
-  return len + 1
+  return C.sl_ffi_json_skip(STRING, s, #s, p)
 end
 
--- The index just past the value starting at p.
 local function skip_value(s, p)
-  local c = str_byte(s, p)
-  local len = #s
-  if c == QUOTE then
-    return skip_string(s, p)
-  elseif c == LBRACE or c == LBRACKET then
-    local depth, i = 0, p
-    while i <= len do
-      local ch = str_byte(s, i)
-      if ch == QUOTE then
-        i = skip_string(s, i)
-      else
-        if ch == LBRACE or ch == LBRACKET then
-          depth = depth + 1
-        elseif ch == RBRACE or ch == RBRACKET then
-          depth = depth - 1
-          if depth == 0 then
-            return i + 1
-          end
-        end
-        i = i + 1
-      end
-    end
-    return len + 1
-  end
-  -- A number, true, false or null: up to the next delimiter or blank.
-  local i = p
-  while i <= len do
-    local ch = str_byte(s, i)
-    if ch == COMMA or ch == RBRACE or ch == RBRACKET or ch == 32 or (ch >= 9 and ch <= 13) then
-      return i
-    end
-    i = i + 1
-  end
-  return i
+  return C.sl_ffi_json_skip(VALUE, s, #s, p)
 end
 
 local function skip_ws(s, p)
-  local c = str_byte(s, p)
-  while c == 32 or c == 10 or c == 13 or c == 9 do
-    p = p + 1
-    c = str_byte(s, p)
-  end
-  return p
+  return C.sl_ffi_json_skip(WS, s, #s, p)
 end
 
 local function decode_key(k)
