@@ -165,23 +165,8 @@ expect nginx+cache "$NCACHE_PORT" body "$UPSTREAM_BODY"
 echo "checked: every target answers as it should (a transformed body, a composed one, cache hits)"
 
 WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" --latency)
-: >"$TMP/results"
 echo "== runs (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, warm-up $WARMUP, $ROUNDS rounds)"
-REVERSED=$(echo "$ORDER" | tr ' ' '\n' | tac | tr '\n' ' ')
-for round in $(seq "$ROUNDS"); do
-    order=$ORDER
-    [ $((round % 2)) = 0 ] && order=$REVERSED
-    for name in $order; do
-        for t in $TARGETS; do
-            [ "${t%%:*}" = "$name" ] || continue
-            rest=${t#*:}
-            wrk_measure "$name" "${rest%%:*}" "${rest#*:}" "$round"
-        done
-    done
-done
-for t in $TARGETS; do
-    kill -0 "${t##*:}" 2>/dev/null || echo "!! ${t%%:*} (pid ${t##*:}) is no longer running" >&2
-done
+measure_rounds
 
 NAMES=""
 for t in $TARGETS; do NAMES="$NAMES ${t%%:*}"; done

@@ -416,6 +416,30 @@ wrk_measure() {
     fi
 }
 
+# measure_rounds: ROUNDS rounds of wrk_measure over TARGETS ("name:port:pid",
+# space or newline separated) in the order of ORDER (names), every even round
+# backwards, so that a steady drift of the machine hits every target alike;
+# then a line for each target whose proxy died under load.
+measure_rounds() {
+    local reversed round order name t rest
+    : >"$TMP/results"
+    reversed=$(echo "$ORDER" | tr ' ' '\n' | tac | tr '\n' ' ')
+    for round in $(seq "$ROUNDS"); do
+        order=$ORDER
+        [ $((round % 2)) = 0 ] && order=$reversed
+        for name in $order; do
+            for t in $TARGETS; do
+                [ "${t%%:*}" = "$name" ] || continue
+                rest=${t#*:}
+                wrk_measure "$name" "${rest%%:*}" "${rest#*:}" "$round"
+            done
+        done
+    done
+    for t in $TARGETS; do
+        kill -0 "${t##*:}" 2>/dev/null || echo "!! ${t%%:*} (pid ${t##*:}) is no longer running" >&2
+    done
+}
+
 # col_median NAME COLUMN: the median of a results column
 # (3 req/s, 4 p50, 5 p99, 8 proxy cpu, 9 and 10 busy CPUs, 11 req per proxy CPU-s)
 col_median() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$TMP/results" | median; }

@@ -447,25 +447,8 @@ for t in $TARGETS; do
     fi
 done
 
-: >"$TMP/results"
 echo "== runs"
-REVERSED=$(echo "$ORDER" | tr ' ' '\n' | tac | tr '\n' ' ')
-for round in $(seq "$ROUNDS"); do
-    order=$ORDER
-    [ $((round % 2)) = 0 ] && order=$REVERSED
-    for name in $order; do
-        for t in $TARGETS; do
-            [ "${t%%:*}" = "$name" ] || continue
-            rest=${t#*:}
-            wrk_measure "$name" "${rest%%:*}" "${rest#*:}" "$round"
-        done
-    done
-done
-
-# A proxy that died under load would leave a stale result behind; say so.
-for t in $TARGETS; do
-    kill -0 "${t##*:}" 2>/dev/null || echo "!! ${t%%:*} (pid ${t##*:}) is no longer running" >&2
-done
+measure_rounds
 # What the proxies logged above notice level (sluice) or at warn and above
 # (nginx: lua errors land there) while under load is worth seeing.
 for t in $TARGETS; do
