@@ -1,7 +1,7 @@
--- perf.lua: what verifying one HS256 token costs, measured, not a spec (its name does not end
--- in _spec, so `build/sluice test spec/plugins/jwt` leaves it out). Run it by hand:
+-- jwt_verify.lua: what verifying one HS256 token costs (a benchmark, run with busted inside
+-- sluice, so the plugin's real code and the real sluice.db run):
 --
---   build/sluice test spec/plugins/jwt/perf.lua
+--   build/sluice test bench/jwt_verify.lua
 --
 -- It times N verifications of the same token through the functions the access handler
 -- calls: decode (header from the cache), the credential lookup, the HMAC and its
@@ -12,7 +12,7 @@ local tokens = require("spec.plugins.jwt.tokens")
 local N = 200000
 
 describe("plugin: jwt (perf)", function()
-  it("verifies an HS256 token in a few microseconds", function()
+  it("measures HS256 verification", function()
     local conf = { claims_to_verify = { "exp", "nbf" } }
     local p = t.plugin("jwt", conf, { consumers = { { username = "alice",
       jwt_secrets = { { key = "alice-iss", secret = "a-secret-of-32-bytes-for-hs256!!" } } } } })
@@ -44,8 +44,7 @@ describe("plugin: jwt (perf)", function()
     local start = os.clock()
     assert.equal(0, run(N))
     local us = (os.clock() - start) / N * 1e6
-    print(string.format("\njwt HS256: %d verifications, %.2f us each (%d-byte token)", N, us,
-      #jwt))
-    assert.is_true(us <= 5, string.format("%.2f us per HS256 verification", us))
+    print(string.format("\njwt HS256: %d verifications, %.2f us each (%d-byte token); "
+      .. "target <= 5 us: %s", N, us, #jwt, us <= 5 and "met" or "missed"))
   end)
 end)
