@@ -221,6 +221,32 @@ plugins:
       assert.matches("# TYPE sluice_memory_lua_shared_dict_total_bytes gauge\n", text, 1, true)
     end)
 
+  it("keeps a worker's counts when the worker is killed and replaced", function()
+    local before = scrape(s)
+    local pids = {}
+    for _, x in ipairs(expo.samples(before, "sluice_memory_workers_lua_vms_bytes")) do
+      pids[#pids + 1] = tonumber(x.labels.pid)
+    end
+    assert.equal(2, #pids)
+    helpers.kill(pids[1], "KILL")
+    -- The master starts a new worker in the dead one's slot.
+    local m = helpers.wait_for(function()
+      local x = scrape(s)
+      for _, w in ipairs(expo.samples(x, "sluice_memory_workers_lua_vms_bytes")) do
+        if tonumber(w.labels.pid) ~= pids[1] and tonumber(w.labels.pid) ~= pids[2] then
+          return x
+        end
+      end
+    end, 10)
+    assert.is_truthy(m, "no worker replaced the killed one")
+    assert.equal(2, #expo.samples(m, "sluice_memory_workers_lua_vms_bytes"))
+    for _, x in ipairs(expo.samples(before, "sluice_http_requests_total")) do
+      if x.labels.route ~= "metrics" then
+        assert.equal(x.value, expo.value(m, "sluice_http_requests_total", x.labels))
+      end
+    end
+  end)
+
   it("answers only GET and HEAD on the metrics route", function()
     local res = assert(s:post("/metrics", { body = "x" }))
     assert.equal(405, res.status)
@@ -337,4 +363,43 @@ describe("plugin: prometheus (proxy, per_consumer)", function()
         assert.equal(0, expo.value(m, "sluice_metrics_consumer_overflow_total"))
       end
     end)
+end)
+
+describe("plugin: prometheus (proxy, many routes)", function()
+  teardown(function()
+    t.stop()
+  end)
+
+  it("renders a scrape of 300 routes, far larger than its first buffer, exactly", function()
+    local up = t.mock_upstream()
+    local routes = {}
+    for i = 1, 300 do
+      routes[i] = { name = "r" .. i, paths = { "/r" .. i } }
+    end
+    routes[#routes + 1] = { name = "metrics", paths = { "/metrics" },
+      plugins = { { name = "prometheus", config = { serve_metrics = true } } } }
+    local s = t.start({
+      services = { { name = "svc", url = up.url, routes = routes } },
+      plugins = { { name = "prometheus", config = { status_code_metrics = true,
+                                                     latency_metrics = true } } },
+    }, { workers = 2 })
+    -- One curl for the 300 requests.
+    local dir = helpers.tmpdir()
+    local lines = {}
+    for i = 1, 300 do
+      lines[#lines + 1] = fmt('url = "http://127.0.0.1:%d/r%d"\noutput = /dev/null', s.port, i)
+    end
+    helpers.write_file(dir .. "/urls", table.concat(lines, "\n") .. "\n")
+    local out, rc = helpers.run(fmt("curl -sS -K %s/urls", dir))
+    os.execute("rm -rf " .. dir)
+    assert.equal(0, rc, out)
+    local m, text = scrape(s)
+    assert.is_true(#text > 4 * 64 * 1024, tostring(#text))
+    for i = 1, 300 do
+      local route = "r" .. i
+      assert.equal(1, requests(m, "svc", route, "200", "service"), route)
+      assert.equal(1, expo.value(m, "sluice_request_latency_ms_count",
+        { service = "svc", route = route }), route)
+    end
+  end)
 end)
