@@ -52,7 +52,8 @@ static const double upstream_bounds[SL_METRICS_UPSTREAM_BUCKETS] = {
 static uint8_t code_map[1000];
 static int code_map_ready;
 
-/* The mapping: nworkers slots, each a sl_metrics_worker_t then nroutes + 1 records. */
+/* The mapping: nworkers slots, each a sl_metrics_worker_t, then nroutes + 1
+ * records, then table_size consumer series. */
 static const sl_config_t *metrics_cf;
 static void *shm;
 static size_t shm_size;
@@ -286,6 +287,7 @@ void sl_metrics_destroy(void)
     mine_routes = NULL;
     mine_table = NULL;
     table_mask = 0;
+    gauge_worker = NULL;
     metrics_cf = NULL;
 }
 
@@ -398,8 +400,8 @@ static _Atomic uint64_t *series(uint64_t key)
         if (k == key)
             return &mine_table[i].value;
         if (k == 0) {
-            /* Only this worker writes here; readers skip a key they see
-             * without its value yet (the value is still 0). */
+            /* Only this worker writes here; a reader that sees the key
+             * before its first count shows the series at 0. */
             atomic_store_explicit(&mine_table[i].key, key, memory_order_release);
             return &mine_table[i].value;
         }
