@@ -16,8 +16,8 @@
 #   sluice+compose  compose over 3 backends of the upstream (/a, /b, /c) called
 #                   at once, merged into one JSON answer
 #   sluice+cache    proxy-cache on /, every measured request a hit
-#   sluice+prom     the prometheus plugin (global): every request counted in
-#                   shared memory by the C core
+#   sluice+prom     the prometheus plugin (global, every metric family on):
+#                   every request counted in shared memory by the C core
 #   nginx           nginx proxy_pass with upstream keepalive, as in run.sh
 #   nginx+cache     nginx proxy_cache on /, every measured request a hit
 # Targets: a cache hit serves >= 1.5x the plain proxy's req/s; prometheus
@@ -100,7 +100,9 @@ SLUICE_ROUTE_YAML="          - name: proxy-cache
 sluice_conf sluice+cache CACHE_PORT
 SLUICE_ROUTE_YAML=""
 SLUICE_DOC_YAML="plugins:
-  - name: prometheus"
+  - name: prometheus
+    config: { status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true,
+              upstream_health_metrics: true }"
 sluice_conf sluice+prom PROM_PORT
 SLUICE_DOC_YAML=""
 
