@@ -139,8 +139,10 @@ end
 -- before the bundled plugins), service = { url =, ... } and route = {
 -- paths =, strip_path =, ... } (merged into the service and route the
 -- request goes through: by default http://127.0.0.1:8080 and paths "/"),
--- trusted_ips = { cidr, ... } }. The plugin's init_worker and configure run
--- once, as in a worker. Raises on an unknown plugin or an invalid config.
+-- trusted_ips = { cidr, ... }, server = { key = value } (more `server:`
+-- settings: { underscores_in_headers = true }) }. The plugin's init_worker
+-- and configure run once, as in a worker. Raises on an unknown plugin or an
+-- invalid config.
 -- Creates, in this process, the shared dicts a config names that do not
 -- exist yet (a plugin's SHARED_DICTS among them), as the master would. They
 -- live as long as the process: their entries outlive a t.plugin object.
@@ -185,7 +187,8 @@ function _M.new(name, conf, opts)
   service.routes = { route }
   local doc = {
     _format_version = "3.0",
-    server = { plugin_paths = opts.plugin_paths, trusted_ips = opts.trusted_ips },
+    server = merge({ plugin_paths = opts.plugin_paths, trusted_ips = opts.trusted_ips },
+      opts.server),
     services = { service },
     plugins = { { name = name, config = conf or {} } },
     consumers = opts.consumers,
