@@ -258,6 +258,7 @@ static void compile_server(loader_t *ld, int t)
     s->max_request_line = (size_t)get_num(ld, t, "max_request_line", 8192);
     s->max_header_size = (size_t)get_num(ld, t, "max_header_size", 32768);
     s->max_headers = (size_t)get_num(ld, t, "max_headers", 100);
+    s->underscores_in_headers = get_bool(ld, t, "underscores_in_headers", false);
     s->max_body_size = (uint64_t)get_num(ld, t, "max_body_size", 0);
     s->client_body_buffer_size = (size_t)get_num(ld, t, "client_body_buffer_size", 1048576);
     s->response_body_buffer_size = (size_t)get_num(ld, t, "response_body_buffer_size", 1048576);
@@ -1065,7 +1066,8 @@ static void summary_server(const sl_config_t *cf, FILE *out)
     fprintf(out, "  %-11s", "limits");
     print_size(out, "request line", s->max_request_line);
     print_size(out, ", head", s->max_header_size);
-    fprintf(out, " (%zu headers)", s->max_headers);
+    fprintf(out, " (%zu headers%s)", s->max_headers,
+            s->underscores_in_headers ? ", '_' in names kept" : "");
     if (s->max_body_size == 0)
         fprintf(out, ", body unlimited");
     else

@@ -210,6 +210,7 @@ typedef struct {
     size_t max_request_line;
     size_t max_header_size;
     size_t max_headers;
+    bool underscores_in_headers;      /* false: request headers named with '_' are dropped */
     uint64_t max_body_size;           /* 0 = unlimited */
     size_t client_body_buffer_size;   /* request body a plugin may read whole */
     size_t response_body_buffer_size; /* response body a plugin may buffer whole */

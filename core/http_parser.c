@@ -110,6 +110,7 @@ typedef struct {
     unsigned conn; /* CONN_* */
     int expect;    /* EXPECT_* */
     int upgrade;
+    int dropped; /* a line named with '_' was left out */
 } fields_t;
 
 /* Checks an HTTP-version at p. Returns 10 or 11; 0 when bytes are missing and
@@ -288,14 +289,16 @@ static int field(fields_t *f, const char *name, size_t nlen, const char *v, size
 }
 
 /* Parses header lines and the empty line ending the head from [start, end)
- * into headers[] and f. Returns the bytes consumed, SL_AGAIN when the head
- * does not end inside the buffer, or SL_ERROR with err set. */
+ * into headers[] and f. With drop_underscores, a line whose name holds '_'
+ * counts toward max_headers but is neither stored nor folded into f, and
+ * sets f->dropped. Returns the bytes consumed, SL_AGAIN when the head does
+ * not end inside the buffer, or SL_ERROR with err set. */
 static int parse_fields(const char *start, const char *end, sl_http_header_t *headers,
                         size_t max_headers, size_t *nheaders, fields_t *f, int request,
-                        failure_t *err)
+                        int drop_underscores, failure_t *err)
 {
     const char *p = start;
-    size_t n = 0;
+    size_t n = 0, lines = 0;
 
     for (;;) {
         const char *name, *value, *vend;
@@ -353,8 +356,12 @@ static int parse_fields(const char *start, const char *end, sl_http_header_t *he
         while (vend > value && IS_WS(vend[-1]))
             vend--;
 
-        if (n == max_headers)
+        if (lines++ == max_headers)
             return fail(err, 431, "too many headers");
+        if (drop_underscores && memchr(name, '_', nlen) != NULL) {
+            f->dropped = 1;
+            continue;
+        }
         headers[n].name = name;
         headers[n].name_len = (uint32_t)nlen;
         headers[n].value = value;
@@ -513,7 +520,8 @@ int sl_http_parse_request(const char *buf, size_t len, sl_http_request_t *r,
     if (parse_target(r, &err) != SL_OK)
         return reject(r, err.status, err.msg);
 
-    n = parse_fields(p, end, headers, limits->max_headers, &r->nheaders, &f, 1, &err);
+    n = parse_fields(p, end, headers, limits->max_headers, &r->nheaders, &f, 1,
+                     !limits->underscores_in_headers, &err);
     if (n == SL_AGAIN)
         goto incomplete;
     if (n == SL_ERROR)
@@ -544,6 +552,8 @@ int sl_http_parse_request(const char *buf, size_t len, sl_http_request_t *r,
         r->flags |= SL_HTTP_F_KEEPALIVE;
     if (f.conn & CONN_OTHER)
         r->flags |= SL_HTTP_F_CONN_HDRS;
+    if (f.dropped)
+        r->flags |= SL_HTTP_F_UNDERSCORES;
     /* RFC 9110 §7.8 and §10.1.1: HTTP/1.0 requests cannot upgrade or expect 100. */
     if (f.upgrade && r->version == 11)
         r->flags |= SL_HTTP_F_UPGRADE;
@@ -614,7 +624,7 @@ int sl_http_parse_response(const char *buf, size_t len, sl_http_response_t *r,
         return reject_response(r, "invalid status line");
     }
 
-    n = parse_fields(p, end, headers, max_headers, &r->nheaders, &f, 0, &err);
+    n = parse_fields(p, end, headers, max_headers, &r->nheaders, &f, 0, 0, &err);
     if (n == SL_AGAIN)
         return SL_AGAIN;
     if (n == SL_ERROR)

@@ -28,11 +28,18 @@ typedef struct {
     uint32_t value_len;
 } sl_http_header_t;
 
-/* Limits checked while parsing, before anything is trusted. */
+/* Limits checked while parsing, before anything is trusted, and what the
+ * parser keeps of a request's headers. */
 typedef struct {
     size_t max_request_line; /* longer request line: 414 */
     size_t max_header_size;  /* whole head (line + headers) larger: 431 */
     size_t max_headers;      /* more header lines: 431; also the capacity of headers[] */
+    /* 0 (nginx's underscores_in_headers off): a header line whose name holds
+     * '_' is validated like any other and counts toward both limits, but is
+     * left out of headers[] and plays no part in framing, so nothing
+     * downstream of the parser can see it; SL_HTTP_F_UNDERSCORES says that
+     * one was dropped. Nonzero: such lines are kept. */
+    int underscores_in_headers;
 } sl_http_limits_t;
 
 /* Framing of a message body as the headers declare it. */
@@ -45,10 +52,11 @@ enum {
 
 /* Flags set while parsing the head. */
 enum {
-    SL_HTTP_F_KEEPALIVE = 1 << 0,  /* the sender wants the connection kept open */
-    SL_HTTP_F_EXPECT_100 = 1 << 1, /* Expect: 100-continue */
-    SL_HTTP_F_UPGRADE = 1 << 2,    /* an Upgrade header is present */
-    SL_HTTP_F_CONN_HDRS = 1 << 3,  /* Connection names headers other than close/keep-alive */
+    SL_HTTP_F_KEEPALIVE = 1 << 0,   /* the sender wants the connection kept open */
+    SL_HTTP_F_EXPECT_100 = 1 << 1,  /* Expect: 100-continue */
+    SL_HTTP_F_UPGRADE = 1 << 2,     /* an Upgrade header is present */
+    SL_HTTP_F_CONN_HDRS = 1 << 3,   /* Connection names headers other than close/keep-alive */
+    SL_HTTP_F_UNDERSCORES = 1 << 4, /* a header named with '_' was dropped (see the limits) */
 };
 
 typedef struct {
@@ -142,6 +150,30 @@ int sl_http_chunked_parse(sl_http_chunked_t *c, const char *buf, size_t len, con
  * case-insensitively), or NULL. */
 const sl_http_header_t *sl_http_find_header(const sl_http_header_t *h, size_t n, const char *lname,
                                             size_t lname_len);
+
+/* Do header names a[0..n) and b[0..n) name the same header for the PDK?
+ * ASCII case is ignored and '_' matches '-', as Kong's (nginx's) lookups do:
+ * get_header("x_api_key") finds X-Api-Key, and set_header("X-Consumer-ID")
+ * replaces a client's X_Consumer_ID. */
+static inline int sl_http_name_eq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x == y)
+            continue;
+        if (x == '_')
+            x = '-';
+        if (y == '_')
+            y = '-';
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x | 0x20);
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y | 0x20);
+        if (x != y)
+            return 0;
+    }
+    return 1;
+}
 
 /* Copies header i of h[0..n) into the out-params (for the FFI accessors).
  * Returns SL_OK, or SL_DECLINED when i is out of range. */

@@ -273,7 +273,8 @@ static const char *push_upstream(lua_State *L, inproc_t *ip)
     if (hs == NULL)
         return "out of memory";
     sl_http_request_t h;
-    sl_http_limits_t limits = {ip->up_head_len, ip->up_head_len, max};
+    /* Keeps every header: the upstream gets what proxy.c rendered. */
+    sl_http_limits_t limits = {ip->up_head_len, ip->up_head_len, max, 1};
     int n = sl_http_parse_request(ip->up_head, ip->up_head_len, &h, hs, &limits);
     if (n < 0) {
         free(hs);
@@ -507,7 +508,8 @@ static int inproc_run(lua_State *L)
     }
     req->c = c;
     c->req = req;
-    sl_http_limits_t limits = {s->max_request_line, s->max_header_size, s->max_headers};
+    sl_http_limits_t limits = {s->max_request_line, s->max_header_size, s->max_headers,
+                               s->underscores_in_headers};
     int n = sl_http_parse_request(c->in->data, c->in->end, &req->h, req->headers, &limits);
     if (n < 0 || n == SL_AGAIN) {
         const char *why = n == SL_AGAIN ? "incomplete head" : req->h.error;

@@ -72,28 +72,6 @@ SL_EXPORT int sl_ffi_req_header_at(sl_request_t *r, int i, const char **name, si
     return sl_http_header_at(r->h.headers, r->h.nheaders, i, name, nlen, value, vlen);
 }
 
-/* Header names compare case-insensitively, and '_' matches '-' (Kong's
- * get_header("x_api_key") finds X-Api-Key). */
-static int name_matches(const char *a, const char *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
-        if (x == y)
-            continue;
-        if (x == '_')
-            x = '-';
-        if (y == '_')
-            y = '-';
-        if (x >= 'A' && x <= 'Z')
-            x = (unsigned char)(x | 0x20);
-        if (y >= 'A' && y <= 'Z')
-            y = (unsigned char)(y | 0x20);
-        if (x != y)
-            return 0;
-    }
-    return 1;
-}
-
 SL_EXPORT int sl_ffi_header_get(sl_request_t *r, int target, const char *name, size_t nlen,
                                 const char **value, size_t *vlen)
 {
@@ -109,7 +87,7 @@ SL_EXPORT int sl_ffi_header_get(sl_request_t *r, int target, const char *name, s
         n = r->r.nheaders;
     }
     for (size_t i = 0; i < n; i++) {
-        if (h[i].name_len == nlen && name_matches(h[i].name, name, nlen)) {
+        if (h[i].name_len == nlen && sl_http_name_eq(h[i].name, name, nlen)) {
             *value = h[i].value;
             *vlen = h[i].value_len;
             return SL_OK;
@@ -252,11 +230,12 @@ SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *
         return SL_ERROR;
     }
     if (op == 0 || op == 2) {
-        /* A set or clear supersedes what earlier ops said about the name. */
+        /* A set or clear supersedes what earlier ops said about the name
+         * (in any spelling: sl_http_name_eq). */
         int kept = 0;
         for (int i = 0; i < r->nops; i++) {
             sl_header_op_t *o = &r->ops[i];
-            if (o->target == target && o->name_len == nlen && strncasecmp(o->name, name, nlen) == 0)
+            if (o->target == target && o->name_len == nlen && sl_http_name_eq(o->name, name, nlen))
                 continue;
             r->ops[kept++] = *o;
         }

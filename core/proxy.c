@@ -249,13 +249,14 @@ static void put_client_ops(writer_t *o, const sl_request_t *req)
     }
 }
 
-/* Is a header named name (any case) cleared or set by a plugin for target? */
+/* Is a header named name (any case, '_' for '-': sl_http_name_eq) cleared
+ * or set by a plugin for target? */
 static int op_replaces(const sl_request_t *req, int target, const char *name, size_t len)
 {
     for (int i = 0; i < req->nops; i++) {
         const sl_header_op_t *op = &req->ops[i];
         if (op->target == target && op->op != 1 && op->name_len == len &&
-            strncasecmp(op->name, name, len) == 0)
+            sl_http_name_eq(op->name, name, len))
             return 1;
     }
     return 0;
@@ -2457,7 +2458,8 @@ static int process_input(sl_conn_t *c)
     }
 
     sl_buf_t *in = c->in;
-    sl_http_limits_t limits = {s->max_request_line, s->max_header_size, s->max_headers};
+    sl_http_limits_t limits = {s->max_request_line, s->max_header_size, s->max_headers,
+                               s->underscores_in_headers};
     sl_request_t *req = sl_proxy_request_get(w);
     if (req == NULL) {
         sl_conn_close(c);
@@ -2486,6 +2488,9 @@ static int process_input(sl_conn_t *c)
         req->h.flags = 0;
         return respond_error(c, req, status, msg, 1);
     }
+    if (req->h.flags & SL_HTTP_F_UNDERSCORES)
+        SL_LOG(SL_LOG_INFO, "client %s sent a header with '_' in its name; dropped it",
+               c->peer_text);
     req->head_len = (size_t)n;
     if (c->eof && req->h.body != SL_HTTP_BODY_NONE && in->end == (size_t)n) {
         sl_conn_close(c);

@@ -85,6 +85,8 @@ static void check(const char *buf, size_t len, const sl_http_limits_t *limits)
             if (h->value[j] == '\r' || h->value[j] == '\n' || h->value[j] == '\0')
                 abort();
         }
+        if (!limits->underscores_in_headers && memchr(h->name, '_', h->name_len) != NULL)
+            abort();
     }
     switch (r.body) {
     case SL_HTTP_BODY_NONE:
@@ -118,17 +120,59 @@ static void check(const char *buf, size_t len, const sl_http_limits_t *limits)
     }
 }
 
+/* Aborts unless dropping the headers named with '_' changes nothing but
+ * which headers are kept and SL_HTTP_F_UNDERSCORES: the same outcome, the
+ * same framing, the same other headers in the same order. */
+static void check_drop(const char *buf, size_t len)
+{
+    static const sl_http_limits_t keep = {8192, 65536, MAX_HEADERS, 1};
+    static const sl_http_limits_t drop = {8192, 65536, MAX_HEADERS, 0};
+    static sl_http_header_t all[MAX_HEADERS], some[MAX_HEADERS];
+    sl_http_request_t a, b;
+    int ra = sl_http_parse_request(buf, len, &a, all, &keep);
+    int rb = sl_http_parse_request(buf, len, &b, some, &drop);
+
+    if (ra != rb)
+        abort();
+    if (ra == SL_ERROR && (a.error_status != b.error_status || strcmp(a.error, b.error) != 0))
+        abort();
+    if (ra < 0)
+        return;
+
+    size_t kept = 0;
+    int dropped = 0;
+    for (size_t i = 0; i < a.nheaders; i++) {
+        if (memchr(all[i].name, '_', all[i].name_len) != NULL) {
+            dropped = 1;
+            continue;
+        }
+        if (kept == b.nheaders || some[kept].name != all[i].name ||
+            some[kept].name_len != all[i].name_len || some[kept].value != all[i].value ||
+            some[kept].value_len != all[i].value_len)
+            abort();
+        kept++;
+    }
+    if (kept != b.nheaders || (a.flags & SL_HTTP_F_UNDERSCORES))
+        abort();
+    if (b.flags != (a.flags | (dropped ? (unsigned)SL_HTTP_F_UNDERSCORES : 0u)))
+        abort();
+    if (a.body != b.body || a.content_length != b.content_length || a.host != b.host ||
+        a.host_len != b.host_len)
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const sl_http_limits_t roomy = {8192, 65536, MAX_HEADERS};
-    static const sl_http_limits_t tight = {48, 160, 4};
+    static const sl_http_limits_t roomy = {8192, 65536, MAX_HEADERS, 1};
+    static const sl_http_limits_t tight = {48, 160, 4, 0};
     char *buf = malloc(size ? size : 1);
 
     memcpy(buf, data, size);
     check(buf, size, &roomy);
     check(buf, size, &tight);
+    check_drop(buf, size);
     free(buf);
     return 0;
 }

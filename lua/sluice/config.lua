@@ -688,6 +688,10 @@ local server_schema = {
     { max_header_size = server_size("32k", 256, "Largest request head (431 beyond).") },
     { max_headers = { type = "integer", default = 100, between = { 1, 10000 },
                       description = "Most request header lines (431 beyond)." } },
+    { underscores_in_headers = {
+        type = "boolean", default = false,
+        description = "Keep request headers whose name holds '_' (nginx's setting); "
+          .. "false drops them, so X_Consumer_ID cannot pose as X-Consumer-ID." } },
     { max_body_size = { type = "size", default = 0, between = { 0, 2 ^ 53 },
                         description = "Largest request body (413 beyond); 0 = unlimited." } },
     { client_body_buffer_size = server_size("1m", 0,

@@ -596,6 +596,108 @@ TEST(http_find_header_is_case_insensitive_first_match)
     ASSERT(sl_http_find_header(r.headers, 0, "host", 4) == NULL);
 }
 
+/* As req(), with the limits' underscores_in_headers set to keep. */
+static int req_keep(const char *s, sl_http_request_t *r)
+{
+    sl_http_limits_t keep = limits;
+    size_t n = strlen(s);
+
+    keep.underscores_in_headers = 1;
+    return sl_http_parse_request(copy(s, n), n, r, hdrs, &keep);
+}
+
+TEST(http_request_underscore_names_are_dropped_unless_kept)
+{
+    const char *s = GET_HOST "X_Consumer_ID: admin\r\nX-Consumer-ID: real\r\n_: a\r\nB_: b\r\n\r\n";
+    sl_http_request_t r;
+
+    ASSERT_EQ(req(s, &r), strlen(s));
+    ASSERT_EQ(r.nheaders, 2);
+    ASSERT_MEMEQ(hdrs[0].name, hdrs[0].name_len, "Host");
+    ASSERT_MEMEQ(hdrs[1].name, hdrs[1].name_len, "X-Consumer-ID");
+    ASSERT_MEMEQ(hdrs[1].value, hdrs[1].value_len, "real");
+    ASSERT_EQ(r.flags, SL_HTTP_F_KEEPALIVE | SL_HTTP_F_UNDERSCORES);
+    ASSERT(sl_http_find_header(r.headers, r.nheaders, "x_consumer_id", 13) == NULL);
+
+    ASSERT_EQ(req_keep(s, &r), strlen(s));
+    ASSERT_EQ(r.nheaders, 5);
+    ASSERT_MEMEQ(hdrs[1].name, hdrs[1].name_len, "X_Consumer_ID");
+    ASSERT_MEMEQ(hdrs[1].value, hdrs[1].value_len, "admin");
+    ASSERT_MEMEQ(hdrs[3].name, hdrs[3].name_len, "_");
+    ASSERT_EQ(r.flags, SL_HTTP_F_KEEPALIVE);
+
+    /* Without such a header nothing is flagged. */
+    ASSERT(req(GET_HOST "X-A: 1\r\n\r\n", &r) > 0);
+    ASSERT_EQ(r.flags, SL_HTTP_F_KEEPALIVE);
+}
+
+TEST(http_request_dropped_lines_count_toward_limits)
+{
+    /* Host and 7 dropped lines fill max_headers (8); an 8th is one too many,
+     * as it would be if the lines were kept. */
+    const char *eight =
+        GET_HOST "A_: 1\r\nB_: 2\r\nC_: 3\r\nD_: 4\r\nE_: 5\r\nF_: 6\r\nG_: 7\r\n\r\n";
+    sl_http_request_t r;
+
+    ASSERT_EQ(req(eight, &r), strlen(eight));
+    ASSERT_EQ(r.nheaders, 1);
+    ASSERT_EQ(req(GET_HOST
+                  "A_: 1\r\nB_: 2\r\nC_: 3\r\nD_: 4\r\nE_: 5\r\nF_: 6\r\nG_: 7\r\nH_: 8\r\n"
+                  "\r\n",
+                  &r),
+              SL_ERROR);
+    ASSERT_EQ(r.error_status, 431);
+    ASSERT_STREQ(r.error, "too many headers");
+
+    /* Their bytes count toward max_header_size (512). */
+    char buf[600];
+    int n = snprintf(buf, sizeof(buf), GET_HOST "X_Pad: %0500d\r\n\r\n", 0);
+    ASSERT(n > 512);
+    ASSERT_EQ(req_n(buf, (size_t)n, &r), SL_ERROR);
+    ASSERT_EQ(r.error_status, 431);
+}
+
+TEST(http_request_dropped_lines_are_validated_and_frame_nothing)
+{
+    sl_http_request_t r;
+
+    /* Dropping is no leniency: a bad line is rejected as when it is kept. */
+    ASSERT_EQ(req_status(GET_HOST "X_A : 1\r\n\r\n"), 400);
+    ASSERT_EQ(req_status(GET_HOST "X_A: \x01\r\n\r\n"), 400);
+    ASSERT_EQ(req_status(GET_HOST "X_(: 1\r\n\r\n"), 400);
+    ASSERT_EQ(req_status(GET_HOST " X_A: 1\r\n\r\n"), 400);
+
+    /* Names near the framing ones are not framing, kept or dropped. */
+    ASSERT(req(GET_HOST "Content_Length: 5\r\nTransfer_Encoding: chunked\r\n\r\n", &r) > 0);
+    ASSERT_EQ(r.body, SL_HTTP_BODY_NONE);
+    ASSERT_EQ(r.content_length, -1);
+    ASSERT(req_keep(GET_HOST "Content_Length: 5\r\nTransfer_Encoding: chunked\r\n\r\n", &r) > 0);
+    ASSERT_EQ(r.body, SL_HTTP_BODY_NONE);
+    ASSERT_EQ(req_status("GET / HTTP/1.1\r\nHost_: a\r\n\r\n"), 400);
+}
+
+TEST(http_response_keeps_underscore_names)
+{
+    sl_http_response_t r;
+
+    ASSERT(resp("HTTP/1.1 204 No Content\r\nX_Up: 1\r\n\r\n", &r, SL_HTTP_GET) > 0);
+    ASSERT_EQ(r.nheaders, 1);
+    ASSERT_MEMEQ(hdrs[0].name, hdrs[0].name_len, "X_Up");
+}
+
+TEST(http_name_eq_ignores_case_and_folds_underscore)
+{
+    ASSERT(sl_http_name_eq("X_Consumer_ID", "x-consumer-id", 13));
+    ASSERT(sl_http_name_eq("x-consumer-id", "X_CONSUMER_ID", 13));
+    ASSERT(sl_http_name_eq("_", "-", 1));
+    ASSERT(sl_http_name_eq("", "", 0));
+    ASSERT(!sl_http_name_eq("X-A", "X-B", 3));
+    ASSERT(!sl_http_name_eq("X.A", "X-A", 3));
+    ASSERT(!sl_http_name_eq("X_A", "X.A", 3));
+    /* Only ASCII letters fold: 0xc1 is not 0xe1. */
+    ASSERT(!sl_http_name_eq("\xc1", "\xe1", 1));
+}
+
 TEST(http_method_ids_and_reasons)
 {
     static const struct {
