@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-/* Each takes text s[0, len) and a 0-based offset i, and returns the offset
+/* The skip functions take text s[0, len) and a 0-based offset i, and return the offset
  * just past what starts at i (len when the text ends first). They check
  * nothing: on text that is not valid JSON they return some offset <= len. */
 
@@ -17,5 +17,11 @@ size_t sl_json_skip_string(const char *s, size_t len, size_t i);
 /* Past the value starting at i: a string, an object or array (with all it
  * holds), or a number, true, false or null. */
 size_t sl_json_skip_value(const char *s, size_t len, size_t i);
+
+/* Whether s[0, len) is exactly one JSON value (RFC 8259), blanks around it
+ * allowed, nested at most SL_JSON_MAX_DEPTH deep. Builds nothing: the body
+ * editors check a body with it before they scan it with the functions above. */
+#define SL_JSON_MAX_DEPTH 1000
+int sl_json_valid(const char *s, size_t len);
 
 #endif

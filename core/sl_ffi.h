@@ -149,6 +149,9 @@ SL_EXPORT int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *
  * what 0 blanks, 1 a string, 2 a value (len + 1 when the text ends first). */
 SL_EXPORT int sl_ffi_json_skip(int what, const char *s, int len, int p);
 
+/* Whether s[0, len) is exactly one valid JSON value (core/json.h). */
+SL_EXPORT int sl_ffi_json_valid(const char *s, int len);
+
 /* Checks one header line a plugin's exit sends: returns 0, 1 when the name
  * is not a token, 2 when the value holds CR, LF or NUL. Never fails. */
 SL_EXPORT int sl_ffi_header_check(const char *name, size_t nlen, const char *value, size_t vlen);

@@ -141,6 +141,9 @@ int sl_ffi_header_op(sl_request_t *r, int target, int op, const char *name, size
  * what 0 blanks, 1 a string, 2 a value (len + 1 when the text ends first). */
 int sl_ffi_json_skip(int what, const char *s, int len, int p);
 
+/* Whether s[0, len) is exactly one valid JSON value (core/json.h). */
+int sl_ffi_json_valid(const char *s, int len);
+
 /* Checks one header line a plugin's exit sends: returns 0, 1 when the name
  * is not a token, 2 when the value holds CR, LF or NUL. Never fails. */
 int sl_ffi_header_check(const char *name, size_t nlen, const char *value, size_t vlen);

@@ -8,8 +8,8 @@
 -- The transformer plugins change a few members of a body and must not
 -- change the rest: decoding a whole body into Lua and encoding it again (as
 -- Kong does with cjson) turns `[]` into `{}`, `12345678901234567` into
--- `1.2345678901235e+16` and `/` into `\/`. Here a body is checked once with
--- cjson (C speed) and then only scanned: an object becomes its list of
+-- `1.2345678901235e+16` and `/` into `\/`. Here a body is checked once in C
+-- (core/json.c, which builds nothing) and then only scanned: an object becomes its list of
 -- members, each kept as its raw key and raw value text; an edit replaces the
 -- text of the members it names, and an object nested on a path is parsed
 -- only when an edit goes into it. Output is compact between the members of
@@ -108,7 +108,7 @@ function _M.parse(text)
     return nil
   end
   local p = skip_ws(text, 1)
-  if str_byte(text, p) ~= LBRACE or cjson.decode(text) == nil then
+  if str_byte(text, p) ~= LBRACE or C.sl_ffi_json_valid(text, #text) == 0 then
     return nil
   end
   return parse_object(text, p)
