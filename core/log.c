@@ -99,6 +99,23 @@ int sl_access_log_open(sl_access_log_t *al, const sl_server_conf_t *s)
     return SL_OK;
 }
 
+int sl_log_generation;
+
+int sl_access_log_reopen(sl_access_log_t *al, const sl_server_conf_t *s)
+{
+    if (!al->owned || al->fd < 0)
+        return SL_OK; /* off, stdout or stderr */
+    sl_access_log_flush(al);
+    int fd = open(s->access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        sl_log(SL_LOG_ERR, "cannot reopen access log %s: %s", s->access_log, strerror(errno));
+        return SL_ERROR;
+    }
+    close(al->fd);
+    al->fd = fd;
+    return SL_OK;
+}
+
 void sl_access_log_flush(sl_access_log_t *al)
 {
     size_t off = 0;

@@ -40,6 +40,15 @@ typedef struct {
 } sl_access_log_t;
 
 int sl_access_log_open(sl_access_log_t *al, const sl_server_conf_t *s);
+
+/* Log rotation (SIGUSR1): writes out what the access log holds, then opens
+ * its path anew, so that lines stop going to a file renamed meanwhile. On
+ * failure (logged) the old file stays in use. Returns SL_OK or SL_ERROR. */
+int sl_access_log_reopen(sl_access_log_t *al, const sl_server_conf_t *s);
+
+/* How many times this process reopened its log files; Lua's log plugins
+ * read it (sl_ffi_log_generation) to reopen theirs. */
+extern int sl_log_generation;
 void sl_access_log_flush(sl_access_log_t *al);
 void sl_access_log_close(sl_access_log_t *al);
 

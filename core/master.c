@@ -138,8 +138,11 @@ static pid_t spawn(const sl_config_t *cf, int id, int **fds, size_t nfds_per_wor
     close(sigfd);
     sl_targets_forked(); /* the master's DNS sockets stay the master's */
 
+    /* Everything but SIGUSR1, which the worker unblocks once it handles it
+     * (log rotation must never kill a worker that is still starting). */
     sigset_t none;
     sigemptyset(&none);
+    sigaddset(&none, SIGUSR1);
     sigprocmask(SIG_SETMASK, &none, NULL);
     int nworkers = cf->server.workers;
     /* Keep only this worker's listeners. */
@@ -293,6 +296,14 @@ int sl_master_run(sl_config_t *cf, const char *conf_path, int daemon)
                  * rather than left waiting in a backlog nobody accepts from. */
                 close_listeners(fds, nsets, nl);
             }
+        } else if (sig == SIGUSR1 && !stopping) {
+            /* Log rotation, as nginx's: the master's error log, then each
+             * worker's logs (core/worker.c). */
+            sl_log_open(s);
+            sl_log(SL_LOG_NOTICE, "SIGUSR1: reopening log files");
+            for (int i = 0; i < nworkers; i++)
+                if (slots[i].pid > 0)
+                    kill(slots[i].pid, SIGUSR1);
         } else if (sig == SIGHUP) {
             sl_log(SL_LOG_NOTICE, "SIGHUP: hot reload is not available in this version; "
                                   "restart sluice to apply a new config");

@@ -572,3 +572,8 @@ SL_EXPORT int sl_ffi_worker_pid(void)
 {
     return (int)getpid();
 }
+
+SL_EXPORT int sl_ffi_log_generation(void)
+{
+    return sl_log_generation;
+}

@@ -1,6 +1,7 @@
 /* proxy.c: request lifecycle: head, routing, upstream request, streaming both ways, keep-alive. */
 #include "proxy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,32 @@ static void release_peer(sl_request_t *req, int outcome)
     req->ups->balancer->ops->release(req->ups->balancer, req->peer_index,
                                      (end - req->try_start) * 1000.0, outcome);
     req->peer_index = -1;
+}
+
+/* The try that starts now (req->tries was just counted): recorded for the
+ * log phase when it is among the first SL_TRY_LOG. A free retry on a fresh
+ * connection takes the slot of the try it replaces. */
+static void try_begin(sl_request_t *req)
+{
+    if (req->tries < 1 || req->tries > SL_TRY_LOG)
+        return;
+    sl_try_t *t = &req->trylog[req->tries - 1];
+    t->peer = req->peer;
+    t->start = req->try_start > 0 ? req->try_start : now_seconds();
+    t->header = t->end = 0;
+    t->status = t->failure = 0;
+}
+
+/* The current try failed for `why` (UF_*). */
+static void try_failed(sl_request_t *req, int why)
+{
+    if (req->tries < 1 || req->tries > SL_TRY_LOG)
+        return;
+    sl_try_t *t = &req->trylog[req->tries - 1];
+    t->end = now_seconds();
+    t->failure = why + 1;
+    t->header = req->resp_head_parsed ? req->upstream_header : 0;
+    t->status = req->resp_head_parsed ? req->r.status : 0;
 }
 
 /* --- request objects ---------------------------------------------------- */
@@ -1257,6 +1284,8 @@ static int upstream_fail(sl_request_t *req, int why, int err)
     int replayable = is_replayable(req), idempotent = is_idempotent(req);
     int retry = 0, free_retry = 0;
 
+    try_failed(req, why);
+
     if (req->state != RQ_RESPONDING && !req->resp_bytes_seen && replayable) {
         if (why == UF_CONNECT || why == UF_CONNECT_TIMEOUT) {
             /* Nothing reached the upstream: any method can go elsewhere. */
@@ -1372,6 +1401,7 @@ static int connect_upstream(sl_request_t *req)
             if (i < SL_BALANCER_MAX_TRIED)
                 req->bctx.tried |= (uint64_t)1 << i;
         }
+        try_begin(req);
         /* Rebuilt per try: the Host header can differ between targets. */
         if (build_upstream_head(req) != SL_OK)
             return respond_error(req->c, req, 431, "Request Header Fields Too Large", 1);
@@ -1977,6 +2007,7 @@ int sl_proxy_upstream_head(sl_request_t *req)
     req->tries++;
     req->peer_index = i;
     req->peer = &ups->peers[i];
+    try_begin(req);
     if (req->out == NULL && (req->out = sl_buf_get(req->c->w)) == NULL)
         return SL_ERROR;
     return build_upstream_head(req);
@@ -2604,4 +2635,67 @@ void sl_proxy_abort(sl_request_t *req)
     release_peer(req, SL_BALANCER_OK);
     c->req = NULL;
     sl_proxy_request_put(c->w, req);
+}
+
+/* --- what the log phase reads ---------------------------------------------- */
+
+/* The address of a target as text, "" when it has none. */
+static void peer_ip(const sl_peer_t *p, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (p == NULL || p->conf->addrlen == 0)
+        return;
+    const struct sockaddr_storage *a = &p->conf->addr;
+    if (a->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, out, (socklen_t)cap);
+    else if (a->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, out, (socklen_t)cap);
+}
+
+SL_EXPORT int sl_ffi_log_info(sl_request_t *r, sl_ffi_log_info_t *out, char *path, size_t cap,
+                              size_t *plen, const char **err)
+{
+    if (r->task.phase < SL_PHASE_REWRITE || r->task.phase > SL_PHASE_LOG) {
+        *err = "not allowed in this phase";
+        return SL_ERROR;
+    }
+    double now = now_seconds();
+    out->start = r->start;
+    out->upstream_start = r->upstream_start;
+    out->upstream_header = r->upstream_header;
+    out->now = now;
+    out->request_size = (double)(r->head_len + r->body_bytes);
+    out->bytes_sent = (double)r->bytes_sent;
+    out->status = r->client_status ? r->client_status : r->status;
+    out->upstream_status = r->resp_head_parsed ? r->r.status : 0;
+    out->tries = r->tries;
+    out->nattempts = SL_MIN(r->tries, SL_TRY_LOG);
+    for (int i = 0; i < out->nattempts; i++) {
+        const sl_try_t *t = &r->trylog[i];
+        sl_ffi_try_t *o = &out->attempts[i];
+        o->start = t->start;
+        o->header = t->header;
+        o->finish = t->end;
+        o->status = t->status;
+        o->failure = t->failure;
+        o->port = t->peer != NULL ? t->peer->conf->port : 0;
+        peer_ip(t->peer, o->ip, sizeof(o->ip));
+        if (i == r->tries - 1 && t->failure == 0) {
+            /* The last try, still going or done: its head is the request's. */
+            if (r->upstream_header >= t->start)
+                o->header = r->upstream_header;
+            o->status = out->upstream_status;
+            o->finish = r->task.phase == SL_PHASE_LOG ? now : 0;
+        }
+    }
+    *plen = 0;
+    if (cap > 0 && r->route != NULL && r->service != NULL) {
+        writer_t o = {path, path + cap, 0};
+        if (r->up_path.data != NULL)
+            put(&o, r->up_path.data, r->up_path.len);
+        else
+            put_upstream_path(&o, r);
+        *plen = (size_t)(o.p - path);
+    }
+    return SL_OK;
 }

@@ -23,6 +23,20 @@ typedef struct {
 
 #define SL_MAX_HEADER_OPS 64
 
+/* One try of the upstream exchange, kept for the log phase (sl_ffi_log_info):
+ * the first SL_TRY_LOG tries of a request. The last try's response head and
+ * end are read from the request itself, so only a failed try records them. */
+#define SL_TRY_LOG 8
+
+typedef struct {
+    const sl_peer_t *peer;
+    double start;  /* when it asked for a connection */
+    double header; /* when its response head arrived (a failed try); 0: none */
+    double end;    /* when it failed; 0: it did not */
+    int status;    /* the status of a failed try's response head; 0: none */
+    int failure;   /* 0, or why it failed: 1 + the UF_* reason of proxy.c */
+} sl_try_t;
+
 struct sl_request_s {
     sl_conn_t *c;
     sl_upconn_t *up;
@@ -143,6 +157,7 @@ struct sl_request_s {
     size_t log_fields_len;
     /* Everything above is zeroed for each request; nothing below is. */
     sl_header_op_t ops[SL_MAX_HEADER_OPS];
+    sl_try_t trylog[SL_TRY_LOG];         /* entries [0, min(tries, SL_TRY_LOG)) are set */
     struct sockaddr_storage target_addr; /* valid while target_host is set */
     socklen_t target_addrlen;
     uint16_t target_port;

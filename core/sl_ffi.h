@@ -296,6 +296,49 @@ SL_EXPORT int sl_ffi_dns_result(sl_lua_task_t *t, int id, char *buf, size_t cap,
 SL_EXPORT int sl_ffi_ip_trusted(const char *ip, size_t len);
 /* END request */
 
+/* BEGIN log */
+/* What the log phase knows of a request besides its head, for
+ * sluice.log.serialize and the tracing plugins (core/proxy.c; Lua:
+ * lua/sluice/pdk.lua). Times are seconds since the epoch (the clock of
+ * sl_ffi_now); 0 when that moment did not come. */
+typedef struct {
+    double start;  /* when the try asked for a connection */
+    double header; /* when its response head arrived */
+    double finish; /* when it failed; for the last try, when this was filled in log */
+    int status;    /* the upstream's status in that head; 0: none */
+    int failure;   /* 0: it did not fail; else 1 connect, 2 connect timeout, 3 write,
+                    * 4 reset, 5 write timeout, 6 read timeout, 7 invalid response,
+                    * 8 a retry_on status */
+    int port;
+    char ip[48]; /* the target's address as text ("10.0.0.7", "::1"); "" if unknown */
+} sl_ffi_try_t;
+
+typedef struct {
+    double start;           /* the request head was complete */
+    double upstream_start;  /* the first try asked for a connection */
+    double upstream_header; /* the response head the client gets arrived from the upstream */
+    double now;             /* when this was filled */
+    double request_size;    /* bytes read from the client: head and body */
+    double bytes_sent;      /* bytes sent to the client so far */
+    int status;             /* the status the client gets */
+    int upstream_status;    /* the upstream's, 0 when none answered */
+    int tries;              /* every try, also those beyond attempts[] */
+    int nattempts;          /* the entries of attempts[]: the first 8 tries */
+    sl_ffi_try_t attempts[8];
+} sl_ffi_log_info_t;
+
+/* Fills *out for the request (header_filter, body_filter, log), and writes
+ * the path it was (or will be) sent upstream with, without the query, into
+ * path[0, cap) with its length in *plen (cut at cap). Allocates nothing.
+ * SL_ERROR with *err outside those phases. */
+SL_EXPORT int sl_ffi_log_info(sl_request_t *r, sl_ffi_log_info_t *out, char *path, size_t cap,
+                              size_t *plen, const char **err);
+
+/* How many times this worker was told to reopen its log files (SIGUSR1),
+ * from 0: a plugin that keeps log files open reopens them when it grew. */
+SL_EXPORT int sl_ffi_log_generation(void);
+/* END log */
+
 /* BEGIN health */
 /* Target health (core/health.c; Lua: sluice.upstream.get_health in
  * lua/sluice/pdk.lua). Reads the shared state every worker sees. */

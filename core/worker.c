@@ -138,6 +138,22 @@ static void signal_cb(struct ev_loop *loop, ev_signal *s, int revents)
     graceful_stop(w);
 }
 
+/* SIGUSR1 (the master forwards its own): log rotation. The error and access
+ * logs are opened anew, and sl_log_generation tells Lua's log plugins
+ * (file-log) to reopen their files at their next write. One per process. */
+static ev_signal sigusr1;
+
+static void reopen_cb(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    SL_UNUSED(loop);
+    SL_UNUSED(revents);
+    sl_worker_t *w = s->data;
+    sl_log_open(&w->cf->server);
+    sl_access_log_reopen(&w->access_log, &w->cf->server);
+    sl_log_generation++;
+    SL_LOG(SL_LOG_INFO, "SIGUSR1: log files reopened");
+}
+
 static void make_id_prefix(sl_worker_t *w)
 {
     static const char hex[] = "0123456789abcdef";
@@ -226,6 +242,16 @@ int sl_worker_run(const sl_config_t *cf, int id, const int *fds)
         ev_signal_start(w->loop, sigs[i]);
         ev_unref(w->loop);
     }
+    /* The master forks workers with SIGUSR1 blocked, so that one sent before
+     * this point waits here rather than killing the worker. */
+    ev_signal_init(&sigusr1, reopen_cb, SIGUSR1);
+    sigusr1.data = w;
+    ev_signal_start(w->loop, &sigusr1);
+    ev_unref(w->loop);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_UNBLOCK, &usr1, NULL);
     if (sl_health_start(w) != SL_OK) {
         sl_log(SL_LOG_ERR, "out of memory starting the health checks");
         goto done;

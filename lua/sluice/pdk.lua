@@ -31,6 +31,7 @@ local table_new = require("table.new")
 local co_yield = coroutine.yield
 local unpack = unpack
 local setmetatable = setmetatable
+local getmetatable = getmetatable
 local math_floor = math.floor
 
 local C = ffi.C
@@ -960,7 +961,8 @@ local function deep_copy(t, seen)
   for k, v in pairs(t) do
     out[k] = type(v) == "table" and deep_copy(v, seen) or v
   end
-  return out
+  -- Keeps cjson's array marks: an empty list stays [] in JSON.
+  return setmetatable(out, getmetatable(t))
 end
 
 local LEVELS = { err = 0, warn = 1, notice = 2, info = 3, debug = 4 }
@@ -993,29 +995,219 @@ for name, level in pairs(LEVELS) do
   end
 end
 
--- The request as the log plugins serialize it. Query string values and
--- credential headers are left out.
-function log.serialize()
-  local r = check(REQ_PHASES, "sluice.log.serialize")
-  local headers = request.get_headers()
-  for _, secret in ipairs({ "authorization", "cookie", "proxy-authorization", "x-api-key",
-                            "apikey" }) do
-    if headers[secret] then
-      headers[secret] = "REDACTED"
+-- What the serializer hides. Header names (lower-case) whose values are
+-- credentials, in the request and in the response.
+local SECRET_HEADERS = { authorization = true, ["proxy-authorization"] = true, cookie = true,
+                         ["set-cookie"] = true, ["x-api-key"] = true, apikey = true,
+                         ["api-key"] = true }
+-- Query argument names whose values are credentials, hidden even when the
+-- caller asks for query values.
+local SECRET_ARGS = { apikey = true, api_key = true, ["api-key"] = true, key = true,
+                      access_token = true, id_token = true, refresh_token = true, token = true,
+                      jwt = true, password = true, passwd = true, secret = true,
+                      client_secret = true, signature = true, sig = true, code = true }
+-- Credential fields whose values are secrets wherever they appear (key-auth's
+-- key, whatever header or argument carried it).
+local SECRET_FIELDS = { "key", "secret", "password" }
+local REDACTED = "REDACTED"
+local FAILURES = { "connect", "connect timeout", "write", "reset", "write timeout",
+                   "read timeout", "invalid response", "status" }
+local PATH_CAP = 4096
+
+local log_info = ffi.new("sl_ffi_log_info_t")
+local path_buf = ffi.new("char[?]", PATH_CAP)
+local path_len = ffi.new("size_t[1]")
+
+-- Per redact list (a config's, shared by its requests): { names = { [lower-case
+-- header or argument name] = true }, paths = { { "request", "headers", ... }, ... } }.
+local redact_sets = setmetatable({}, { __mode = "k" })
+
+local function redact_set(list)
+  local set = redact_sets[list]
+  if set then
+    return set
+  end
+  set = { names = {}, paths = {} }
+  for _, entry in ipairs(list) do
+    if type(entry) ~= "string" or entry == "" then
+      error("bad argument #1 to 'serialize' (opts.redact: a list of non-empty strings "
+        .. "expected)", 3)
+    end
+    if str_find(entry, ".", 1, true) then
+      local path = {}
+      for part in entry:gmatch("[^%.]+") do
+        path[#path + 1] = part
+      end
+      set.paths[#set.paths + 1] = path
+    else
+      set.names[str_lower(entry)] = true
     end
   end
-  local out = {
-    request = { method = request.get_method(), uri = request.get_raw_path(),
-                headers = headers, size = nil },
-    client_ip = client.get_ip(),
-    started_at = C.sl_ffi_req_start_time(r) * 1000,
-  }
-  if cur.phase >= HEADER_FILTER then
-    out.response = { status = C.sl_ffi_resp_status(r) }
+  redact_sets[list] = set
+  return set
+end
+
+-- Replaces the value at each path of the set (when it is there) by REDACTED.
+local function redact_paths(t, set)
+  for _, path in ipairs(set.paths) do
+    local node = t
+    local n = #path
+    for i = 1, n - 1 do
+      node = type(node) == "table" and node[path[i]] or nil
+    end
+    if type(node) == "table" and node[path[n]] ~= nil then
+      node[path[n]] = REDACTED
+    end
   end
-  -- Who the request is from, as Kong's log serializer says it.
+end
+_M.redact_paths = function(t, list)
+  return redact_paths(t, redact_set(list))
+end
+
+-- Does the value (a string or a list of them) hold one of the secrets?
+local function holds_secret(v, secrets)
+  if secrets == nil then
+    return false
+  end
+  if type(v) == "table" then
+    for _, e in ipairs(v) do
+      if holds_secret(e, secrets) then
+        return true
+      end
+    end
+    return false
+  end
+  if type(v) ~= "string" then
+    return false
+  end
+  for i = 1, #secrets do
+    if str_find(v, secrets[i], 1, true) then
+      return true
+    end
+  end
+  return false
+end
+
+-- Hides the credential headers, those named in `names`, and any whose value
+-- holds a secret.
+local function redact_headers(headers, names, secrets)
+  for name, v in pairs(headers) do
+    if SECRET_HEADERS[name] or (names and names[name]) or holds_secret(v, secrets) then
+      headers[name] = REDACTED
+    end
+  end
+  return headers
+end
+
+local function ms(seconds)
+  return math_floor(seconds * 1000 + 0.5)
+end
+
+-- The request as the log plugins serialize it, in the shape of Kong's basic
+-- serializer. opts (optional): redact = { header or argument names, and
+-- dotted paths into the result }, query_values = true to keep the values of
+-- query arguments (credential names stay hidden). See docs/pdk.md.
+function log.serialize(opts)
+  local r = check(REQ_PHASES, "sluice.log.serialize")
+  if opts ~= nil and type(opts) ~= "table" then
+    arg_error(1, "serialize", "table or nil", opts)
+  end
+  local set = opts and opts.redact and redact_set(opts.redact)
+  local names = set and set.names
+  local phase = cur.phase
   local ctx = contexts[cur.id]
   local consumer, credential = ctx and ctx.consumer, ctx and ctx.credential
+
+  -- The values of the credential that authenticated the request are
+  -- secrets wherever the client put them.
+  local secrets
+  if type(credential) == "table" then
+    for _, f in ipairs(SECRET_FIELDS) do
+      local v = credential[f]
+      if type(v) == "string" and #v >= 4 then
+        secrets = secrets or {}
+        secrets[#secrets + 1] = v
+      end
+    end
+  end
+
+  local info = log_info
+  C.sl_ffi_log_info(r, info, path_buf, PATH_CAP, path_len, errp)
+  local now = info.now
+  local upstream_uri = path_len[0] > 0 and ffi_string(path_buf, path_len[0]) or nil
+
+  local query = request.get_query()
+  local keep_values = opts and opts.query_values
+  for k, v in pairs(query) do
+    local lk = type(k) == "string" and str_lower(k) or k
+    if not keep_values or SECRET_ARGS[lk] or (names and names[lk]) or holds_secret(v, secrets)
+        or v == true then
+      query[k] = v == true and true or REDACTED
+    end
+  end
+
+  local host = request.get_host()
+  local port = request.get_port()
+  local path = request.get_raw_path()
+  local out = {
+    request = {
+      method = request.get_method(),
+      uri = path,
+      url = "http://" .. (host ~= "" and host or "localhost")
+        .. (port ~= 80 and (":" .. port) or "") .. path,
+      querystring = query,
+      headers = redact_headers(request.get_headers(), names, secrets),
+      size = info.request_size,
+    },
+    client_ip = client.get_forwarded_ip(),
+    started_at = info.start * 1000,
+  }
+  local route = state.route
+  if phase >= ACCESS and route then
+    out.route = deep_copy(route.entity)
+    out.service = route.service_entity and deep_copy(route.service_entity)
+    out.upstream_uri = upstream_uri
+  end
+
+  local upstream_status = info.upstream_status
+  if phase >= HEADER_FILTER then
+    out.response = { status = info.status, size = info.bytes_sent,
+                     headers = redact_headers(response.get_headers(), names, secrets) }
+    out.source = response.get_source()
+    if upstream_status > 0 then
+      out.upstream_status = upstream_status
+    end
+  end
+
+  local ntries = info.nattempts
+  if ntries > 0 then
+    local tries = table_new(ntries, 0)
+    for i = 0, ntries - 1 do
+      local a = info.attempts[i]
+      local until_ = a.header > 0 and a.header or (a.finish > 0 and a.finish or now)
+      local t = { ip = ffi_string(a.ip), port = a.port, balancer_start = a.start * 1000,
+                  latency = ms(until_ - a.start) }
+      if a.failure > 0 then
+        t.state = "failed"
+        t.reason = FAILURES[a.failure]
+        if a.status > 0 then
+          t.code = a.status
+        end
+      end
+      tries[i + 1] = t
+    end
+    out.tries = tries
+    out.try_count = info.tries
+  end
+
+  local total = now - info.start
+  local proxy = info.upstream_header > 0 and info.upstream_header - info.upstream_start or nil
+  local receive = info.upstream_header > 0 and now - info.upstream_header or 0
+  local before = info.upstream_start > 0 and info.upstream_start - info.start or total
+  out.latencies = { request = ms(total), proxy = proxy and ms(proxy) or -1,
+                    kong = ms(before + receive), receive = ms(receive) }
+
+  -- Who the request is from, as Kong's log serializer says it.
   if consumer then
     out.consumer = deep_copy(consumer)
   end
@@ -1034,7 +1226,15 @@ function log.serialize()
       end
     end
   end
+  if set then
+    redact_paths(out, set)
+  end
   return out
+end
+
+-- How many times this worker was told to reopen its log files (SIGUSR1).
+function log.generation()
+  return C.sl_ffi_log_generation()
 end
 
 -- The access log's own fields: a plugin's value may not take their names.
