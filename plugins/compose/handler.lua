@@ -1,6 +1,7 @@
 -- compose: answers one request with the merged JSON of several backend calls, made at once.
 local template = require("sluice.template")
 local shape = require("sluice.plugins.compose.shape")
+local tracing = require("sluice.tracing")
 
 local sluice = sluice
 
@@ -120,14 +121,17 @@ end
 
 -- Calls one backend: { status = "fulfilled" | "rejected" | "timeout",
 -- http_status =, latency_ms =, error =, value = the decoded answer }.
-local function fetch(opts, err)
+local function fetch(opts, err, name)
   local r = { status = "rejected" }
   if not opts then
     r.error = err
     return r
   end
   local t0 = sluice.now()
+  -- A child span of the request's trace when opentelemetry is on (nil when off).
+  local span = tracing.start_span("compose " .. name, opts)
   local res, herr = sluice.http.request(opts)
+  tracing.finish_span(span, res and res.status, herr)
   r.latency_ms = math_floor((sluice.now() - t0) * 1000 + 0.5)
   if not res then
     r.status = herr == "timeout" and "timeout" or "rejected"
@@ -152,7 +156,8 @@ local function fetch(opts, err)
 end
 
 local function run(cb, st)
-  return fetch(prepare(cb, st))
+  local opts, err = prepare(cb, st)
+  return fetch(opts, err, cb.conf.name)
 end
 
 -- An ISO 8601 UTC time with milliseconds.
@@ -179,7 +184,7 @@ function Compose.access(_, conf)
     local threads = {}
     for i, cb in ipairs(c) do
       local opts, err = prepare(cb, st)
-      threads[i] = sluice.thread.spawn(fetch, opts, err)
+      threads[i] = sluice.thread.spawn(fetch, opts, err, cb.conf.name)
     end
     for i, w in ipairs(sluice.thread.wait_all(unpack(threads))) do
       results[i] = w[1] and w[2] or { status = "rejected", error = w[2] }
