@@ -149,9 +149,9 @@ describe("plugin: http-log (in-process)", function()
     end
     assert.matches("http-log: queue full (max_entries 2): dropped", table.concat(logs, "\n"),
       1, true)
-    local reqs = c:wait("/c/slow/bounded", function(r) return #r >= 2 end, 8)
+    c:wait("/c/slow/bounded", function(r) return #r >= 2 end, 8)
     sluice.sleep(1.2) -- one more slow answer, were anything else queued
-    reqs = c:requests("/c/slow/bounded")
+    local reqs = c:requests("/c/slow/bounded")
     local uris = {}
     for _, b in ipairs(bodies(reqs)) do
       uris[#uris + 1] = assert(cjson.decode(b)).request.uri
