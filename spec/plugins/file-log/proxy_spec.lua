@@ -75,8 +75,8 @@ describe("plugin: file-log (proxy)", function()
 
     -- The access log (C) was reopened too: its buffer is flushed every second.
     assert.truthy(helpers.wait_for(function()
-      local a = uris(dir .. "/access.log")
-      return #a > 0 and a[#a] == "/after-" .. i
+      local a = " " .. table.concat(uris(dir .. "/access.log"), " ") .. " "
+      return a:find(" /after-" .. i .. " ", 1, true)
     end, 5))
     local old_access = table.concat(uris(dir .. "/access.log.1"), " ")
     assert.truthy(old_access:find("/before-10", 1, true))

@@ -15,7 +15,8 @@ Collector.__index = Collector
 -- { method, uri, headers, body, status }.
 function Collector:requests(uri)
   local out = {}
-  for line in (helpers.read_file(self.dir .. "/collected.log") or ""):gmatch("[^\n]+") do
+  -- Complete lines only: nginx may be writing the last one right now.
+  for line in (helpers.read_file(self.dir .. "/collected.log") or ""):gmatch("([^\n]*)\n") do
     local r = assert(cjson.decode(line))
     if uri == nil or r.uri == uri then
       out[#out + 1] = r
