@@ -169,5 +169,8 @@ describe("plugin: http-log (in-process)", function()
       assert.res_status(200, p:run({ path = "/f" .. i }))
     end
     assert.is_true(sluice.now() - t0 < 0.5, "requests waited for the collector")
+    -- The entries still arrive; none is left queued (its retries would
+    -- outlive this file and keep the event loop of later specs busy).
+    c:wait("/c/slow/fast", function(r) return #r >= 3 end, 8)
   end)
 end)
