@@ -237,6 +237,20 @@ function Queue.run(q)
   end
 end
 
+-- For handlers that send a batch over HTTP: makes the request (opts as for
+-- sluice.http.request) and returns true for a 2xx answer, else nil and
+-- "<what> to URL failed: reason" or "<what> to URL answered STATUS".
+function _M.post(opts, what)
+  local res, err = sluice.http.request(opts)
+  if not res then
+    return nil, what .. " to " .. opts.url .. " failed: " .. tostring(err)
+  end
+  if res.status < 200 or res.status > 299 then
+    return nil, what .. " to " .. opts.url .. " answered " .. res.status
+  end
+  return true
+end
+
 _M.DEFAULTS = DEFAULTS
 
 -- The schema of a `queue` record, Kong 3.x's fields and defaults; `defaults`

@@ -41,16 +41,8 @@ local function sender(st, conf)
   return function(entries, n)
     local body = n == 1 and conf.queue.max_batch_size == 1 and entries[1]
       or "[" .. tbl_concat(entries, ",", 1, n) .. "]"
-    local res, err = sluice.http.request({ method = conf.method, url = st.url,
-                                           headers = st.headers, body = body,
-                                           timeout = conf.timeout / 1000 })
-    if not res then
-      return nil, "request to " .. st.url .. " failed: " .. err
-    end
-    if res.status < 200 or res.status > 299 then
-      return nil, "request to " .. st.url .. " answered " .. res.status
-    end
-    return true
+    return queue.post({ method = conf.method, url = st.url, headers = st.headers, body = body,
+                        timeout = conf.timeout / 1000 }, "request")
   end
 end
 

@@ -83,16 +83,8 @@ end
 local function exporter(st, conf)
   return function(spans, n)
     local body = st.prefix .. tbl_concat(spans, ",", 1, n) .. st.suffix
-    local res, err = sluice.http.request({
-      method = "POST", url = st.url, headers = st.headers, body = body,
-      timeout = (conf.connect_timeout + conf.send_timeout + conf.read_timeout) / 1000 })
-    if not res then
-      return nil, "export to " .. st.url .. " failed: " .. err
-    end
-    if res.status < 200 or res.status > 299 then
-      return nil, "export to " .. st.url .. " answered " .. res.status
-    end
-    return true
+    return queue.post({ method = "POST", url = st.url, headers = st.headers, body = body,
+      timeout = (conf.connect_timeout + conf.send_timeout + conf.read_timeout) / 1000 }, "export")
   end
 end
 
