@@ -141,7 +141,7 @@ SL_EXPORT sl_ffi_current_t sl_ffi_current;
 
 static lua_State *vm;
 static int ref_run = LUA_NOREF;
-static int ref_finish = LUA_NOREF;
+static int ref_contexts = LUA_NOREF; /* the runner's contexts table: seq -> ctx */
 static int ref_run_timer = LUA_NOREF;
 static int worker_id, worker_count;
 static int exiting;
@@ -191,8 +191,8 @@ int sl_lua_load_runtime(void)
     lua_getfield(vm, -1, "run");
     ref_run_timer = luaL_ref(vm, LUA_REGISTRYINDEX);
     lua_pop(vm, 1);
-    lua_getfield(vm, -1, "finish");
-    ref_finish = luaL_ref(vm, LUA_REGISTRYINDEX);
+    lua_getfield(vm, -1, "contexts");
+    ref_contexts = luaL_ref(vm, LUA_REGISTRYINDEX);
     lua_getfield(vm, -1, "run_phase");
     ref_run = luaL_ref(vm, LUA_REGISTRYINDEX);
     lua_pop(vm, 1);
@@ -312,15 +312,15 @@ static void task_release(sl_lua_task_t *t)
     if (co == NULL)
         return;
     t->co = NULL;
-    /* Drop the task's Lua context (ctx tables, plugin state), if it made one. */
+    /* Drop the task's Lua context (ctx tables, plugin state), if it made one:
+     * contexts[seq] = nil, a raw store that cannot fail or run Lua. */
     if (t->has_ctx) {
         t->has_ctx = 0;
-        lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_finish);
+        lua_rawgeti(vm, LUA_REGISTRYINDEX, ref_contexts);
         lua_pushnumber(vm, t->seq);
-        if (sl_lua_pcall(vm, 1, 0) != SL_OK) {
-            sl_log(SL_LOG_ERR, "plugin runtime error: %s", lua_tostring(vm, -1));
-            lua_pop(vm, 1);
-        }
+        lua_pushnil(vm);
+        lua_rawset(vm, -3);
+        lua_pop(vm, 1);
     }
     if (lua_status(co) == 0 && co_pooled < CO_POOL_MAX) {
         lua_settop(co, 0);
