@@ -248,7 +248,9 @@ describe("health checks:", function()
       helpers.sleep(2)
       local n = probes(a) - n0
       local expected = (socket.gettime() - t0) / 0.2
-      assert.is_true(n >= expected * 0.7 and n <= expected * 1.3,
+      -- Two probers would send about twice as many; a slow machine (the
+      -- ASan build under load) may send fewer than one per interval.
+      assert.is_true(n >= expected * 0.5 and n <= expected * 1.3,
         fmt("%d probes in 2 s at 0.2 s intervals", n))
     end)
 
