@@ -29,7 +29,13 @@ describe("example: user-profile", function()
 
   it("composes the profile from three services at once", function()
     profile(42) -- warm up
+    -- The best of three, so that one slow scheduling of a loaded machine
+    -- does not count as the calls running one after another.
     local status, headers, body, took = profile(42)
+    for _ = 1, 2 do
+      local _, _, _, t = profile(42)
+      took = math.min(took, t)
+    end
     assert.equal(200, status)
     assert.equal("true", headers["x-sluice-completed"])
     assert.equal("Ada Lovelace", body.name)
