@@ -65,7 +65,7 @@ local INT32_MAX = 2147483647
 local DEFAULT_BACKLOG = 511
 local DEFAULT_TARGET_PORT = 8000
 local NAME_CHARS = "^[%w%.%-_~\128-\255]+$"
-local TOKEN = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local TOKEN = schema.HEADER_NAME
 -- Kong 3's test for paths of older formats: anything else was a regex then.
 local PLAIN_PATH = "^[%w%.%-_~/%%]*$"
 

@@ -140,6 +140,10 @@ local function quote(s)
 end
 _M.quote = quote
 
+-- The pattern of an HTTP token (RFC 9110): a header name, a method. For
+-- `match = schema.HEADER_NAME` in config and plugin schemas.
+_M.HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+
 local function format_number(n)
   if n ~= n then
     return "nan"

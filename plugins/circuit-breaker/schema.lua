@@ -1,5 +1,5 @@
 -- circuit-breaker: the breaker's thresholds and what clients get while it is open.
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 
 local function check_body(v)
   local t = type(v)

@@ -1,6 +1,6 @@
 -- compose: one client request, several upstream calls, one merged JSON answer.
 local IDENT = "^[%a_][%w_%-]*$"
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 local METHODS = { "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS" }
 
 -- Checked once here so that a bad template fails the config load, with its path;

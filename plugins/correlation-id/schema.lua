@@ -1,5 +1,5 @@
 -- correlation-id: the header that carries a request's id, and how missing ids are made.
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 
 return {
   name = "correlation-id",

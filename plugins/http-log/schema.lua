@@ -2,7 +2,7 @@
 local log_entry = require("sluice.log_entry")
 local queue = require("sluice.queue")
 
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 local RESERVED_HEADERS = { host = "Host", ["content-length"] = "Content-Length",
                            ["content-type"] = "Content-Type" }
 

@@ -1,5 +1,5 @@
 -- jwt: where tokens are found, which claims are checked, scopes, and JWKS keys.
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 local COOKIE_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
 
 local function check_jwks_uri(uri)

@@ -1,6 +1,6 @@
 -- oauth2-introspection: where tokens are introspected, how the gateway authenticates there,
 -- how long answers are cached, and what the upstream is told.
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 -- RFC 6749 3.3 scope-token: printable ASCII but space, '"' and '\'.
 local SCOPE_TOKEN = "^[%w!#%$%%&'%(%)%*%+,%-%./:;<=>%?@%[%]%^_`{|}~]+$"
 

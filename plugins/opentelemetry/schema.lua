@@ -1,7 +1,7 @@
 -- opentelemetry: where spans are exported (OTLP/HTTP JSON), how they are batched, W3C propagation.
 local queue = require("sluice.queue")
 
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 local FORMATS = { "w3c", "b3", "b3-single", "jaeger", "ot", "aws", "gcp", "datadog", "instana" }
 
 local function check_endpoint(url)

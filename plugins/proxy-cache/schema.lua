@@ -1,5 +1,5 @@
 -- proxy-cache: Kong's fields for caching upstream responses in a shared dict.
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 local METHODS = { "GET", "HEAD", "POST", "PATCH", "PUT" }
 
 -- "type/subtype", "type/*" or "*/*", with optional parameters.

@@ -5,7 +5,7 @@ local fmt = string.format
 local type = type
 
 local PERIODS = windows.PERIODS
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+local HEADER_NAME = require("sluice.schema").HEADER_NAME
 local TLS_REFUSED = "Redis over TLS is not supported yet (sluice.redis has no TLS): "
   .. "set ssl to false, and reach a TLS-only Redis through a local TLS tunnel (stunnel, "
   .. "spiped)"

@@ -1,15 +1,11 @@
 -- request-transformer: Kong's fields: what to remove, rename, replace, add and append upstream.
 local template = require("sluice.template")
 
+local nv = require("sluice.name_value")
+
 local str_find = string.find
-local str_match = string.match
 
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
-
--- Kong's split of a "name:value" entry (colons after the name are skipped).
-local function split(entry)
-  return str_match(entry, "^([^:]+):*(.-)$")
-end
+local split = nv.split
 
 local function check_template(value)
   local ok, err = template.check(value)
@@ -19,49 +15,50 @@ local function check_template(value)
   return true
 end
 
--- body and querystring entries of rename, replace, add and append.
-local function check_pair(entry)
+-- The name and value of an entry that needs both, or nil and why not.
+local function name_and_value(entry)
   local name, value = split(entry)
   if not name or value == "" then
     return nil, "key '" .. (name or entry) .. "' has no value"
+  end
+  return name, value
+end
+
+-- body and querystring entries of rename, replace, add and append.
+local function check_pair(entry)
+  local name, value = name_and_value(entry)
+  if not name then
+    return nil, value
   end
   return check_template(value)
 end
 
 local function check_header_name(entry)
-  local name = split(entry) or entry
-  if not str_find(name, HEADER_NAME) then
-    return nil, "'" .. name .. "' is not a valid header"
-  end
-  return true
+  return nv.check_header_name(split(entry) or entry)
 end
 
 -- rename.headers: both sides are header names.
 local function check_header_rename(entry)
-  local name, value = split(entry)
-  if not name or value == "" then
-    return nil, "key '" .. (name or entry) .. "' has no value"
+  local name, value = name_and_value(entry)
+  if not name then
+    return nil, value
   end
-  if not str_find(name, HEADER_NAME) then
-    return nil, "'" .. name .. "' is not a valid header"
+  local ok, err = nv.check_header_name(name)
+  if not ok then
+    return nil, err
   end
-  if not str_find(value, HEADER_NAME) then
-    return nil, "'" .. value .. "' is not a valid header"
-  end
-  return true
+  return nv.check_header_name(value)
 end
 
 -- replace, add and append headers: a header name and a value template.
 local function check_header_pair(entry)
-  local name, value = split(entry)
-  if not name or value == "" then
-    return nil, "key '" .. (name or entry) .. "' has no value"
+  local name, value = name_and_value(entry)
+  if not name then
+    return nil, value
   end
-  if not str_find(name, HEADER_NAME) then
-    return nil, "'" .. name .. "' is not a valid header"
-  end
-  if str_find(value, "[%z\r\n]") then
-    return nil, "'" .. name .. "' has a value with CR, LF or NUL"
+  local ok, err = nv.check_header_line(name, value)
+  if not ok then
+    return nil, err
   end
   return check_template(value)
 end

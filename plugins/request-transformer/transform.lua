@@ -19,7 +19,6 @@ local str_find = string.find
 local str_format = string.format
 local str_gsub = string.gsub
 local str_lower = string.lower
-local str_match = string.match
 local type = type
 
 local OPS = { "remove", "rename", "replace", "add", "append" }
@@ -31,9 +30,7 @@ local _M = {}
 
 -- Compiling -------------------------------------------------------------------------
 
-local function split(entry)
-  return str_match(entry, "^([^:]+):*(.-)$")
-end
+local split = require("sluice.name_value").split
 
 -- A list of entries as { { name =, key = lower-case name (headers) or name,
 -- value = compiled template, to =, to_key = rename's new name }, ... }; nil

@@ -1,19 +1,11 @@
 -- response-transformer: Kong's fields: what to remove, rename, replace, add and append.
+local nv = require("sluice.name_value")
+
 local str_find = string.find
 local str_match = string.match
 
-local HEADER_NAME = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
-
-local function split(entry)
-  return str_match(entry, "^([^:]+):*(.-)$")
-end
-
-local function check_name(entry)
-  if not str_find(entry, HEADER_NAME) then
-    return nil, "'" .. entry .. "' is not a valid header"
-  end
-  return true
-end
+local split = nv.split
+local check_name = nv.check_header_name
 
 local function check_colon(entry)
   if not str_find(entry, "^[^:]+:") then
@@ -27,14 +19,7 @@ local function check_header_pair(entry)
   if not ok then
     return nil, err
   end
-  local name, value = split(entry)
-  if not str_find(name, HEADER_NAME) then
-    return nil, "'" .. name .. "' is not a valid header"
-  end
-  if str_find(value, "[%z\r\n]") then
-    return nil, "'" .. name .. "' has a value with CR, LF or NUL"
-  end
-  return true
+  return nv.check_header_line(split(entry))
 end
 
 local function check_header_rename(entry)
@@ -43,10 +28,7 @@ local function check_header_rename(entry)
     return nil, err
   end
   local _, value = split(entry)
-  if not str_find(value, HEADER_NAME) then
-    return nil, "'" .. value .. "' is not a valid header"
-  end
-  return true
+  return check_name(value)
 end
 
 -- RFC 8259's number grammar: -?(0|[1-9]digits)(.digits)?([eE][+-]?digits)?

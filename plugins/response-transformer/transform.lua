@@ -12,14 +12,11 @@ local setmetatable = setmetatable
 local str_find = string.find
 local str_gmatch = string.gmatch
 local str_lower = string.lower
-local str_match = string.match
 local type = type
 
 local _M = {}
 
-local function split(entry)
-  return str_match(entry, "^([^:]+):*(.-)$")
-end
+local split = require("sluice.name_value").split
 
 local function path_of(key, dots)
   if dots then
