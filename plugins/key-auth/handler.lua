@@ -8,7 +8,6 @@ local auth = require("sluice.auth")
 
 local sluice = sluice
 local ipairs = ipairs
-local select = select
 local setmetatable = setmetatable
 local tonumber = tonumber
 local type = type
@@ -21,60 +20,21 @@ local tbl_concat = table.concat
 local NO_KEY = "No API key found in request"
 local INVALID = "Unauthorized"
 local DUPLICATE = "Duplicate API key found"
--- The most '-' or '_' in a key name whose every spelling hide_credentials
--- clears (2^n header ops); beyond it only the name as configured and its
--- all-dash form are cleared.
-local MAX_SPELLING_SEPARATORS = 4
-
 local KeyAuth = {
   PRIORITY = 1250,
   VERSION = "1.0.0",
 }
 
 -- What each config needs on the request path, computed once per config:
--- prepared[conf] = { challenge = 'Key realm="..."' or "Key",
---                    spellings = { [name] = { "x-api-key", "x_api_key", ... } } }.
+-- prepared[conf] = { challenge = 'Key realm="..."' or "Key" }.
 local prepared = setmetatable({}, { __mode = "k" })
-
--- Every spelling of name with '-' and '_' swapped, which sluice.request.get_header
--- treats as the same header but clear_header does not.
-local function spellings(name)
-  local out = { name }
-  local n = select(2, str_gsub(name, "[-_]", ""))
-  if n > MAX_SPELLING_SEPARATORS then
-    local dashed = str_gsub(name, "_", "-")
-    if dashed ~= name then
-      out[2] = dashed
-    end
-    return out
-  end
-  out = { "" }
-  for i = 1, #name do
-    local c = str_sub(name, i, i)
-    local alt = (c == "-" and "_") or (c == "_" and "-") or nil
-    local nxt = {}
-    for _, prefix in ipairs(out) do
-      nxt[#nxt + 1] = prefix .. c
-      if alt then
-        nxt[#nxt + 1] = prefix .. alt
-      end
-    end
-    out = nxt
-  end
-  return out
-end
 
 local function prepare(conf)
   local p = prepared[conf]
   if p then
     return p
   end
-  local names = {}
-  for _, name in ipairs(conf.key_names) do
-    names[name] = spellings(name)
-  end
-  p = { challenge = conf.realm and ('Key realm="' .. conf.realm .. '"') or "Key",
-        spellings = names }
+  p = { challenge = conf.realm and ('Key realm="' .. conf.realm .. '"') or "Key" }
   prepared[conf] = p
   return p
 end
@@ -120,14 +80,10 @@ local function body_fields()
 end
 
 -- hide_credentials: the key's name leaves every place it can be read from,
--- as in Kong: the header (each spelling), the query, and the body when it
--- was read.
-local function hide(p, name, body)
-  local clear = sluice.service.request.clear_header
-  local names = p.spellings[name]
-  for i = 1, #names do
-    clear(names[i])
-  end
+-- as in Kong: the header (clear_header matches '_' and '-' alike, as
+-- get_header does), the query, and the body when it was read.
+local function hide(name, body)
+  sluice.service.request.clear_header(name)
   local raw = sluice.request.get_raw_query()
   if raw ~= "" and sluice.request.get_query()[name] ~= nil then
     sluice.service.request.set_raw_query(without_arg(raw, name))
@@ -139,7 +95,7 @@ local function hide(p, name, body)
 end
 
 -- Finds the key: returns it, or nil and the 401 message.
-local function find_key(conf, p)
+local function find_key(conf)
   local names = conf.key_names
   local body
   for i = 1, #names do
@@ -162,7 +118,7 @@ local function find_key(conf, p)
         return nil, NO_KEY
       end
       if conf.hide_credentials then
-        hide(p, name, body)
+        hide(name, body)
       end
       return v
     elseif type(v) == "table" then
@@ -177,7 +133,7 @@ function KeyAuth.access(_, conf)
     return
   end
   local p = prepared[conf] or prepare(conf)
-  local key, message = find_key(conf, p)
+  local key, message = find_key(conf)
   -- sluice.db has no keyauth_credentials when the config holds none.
   local dao = key and sluice.db.keyauth_credentials
   local cred = dao and dao:select_by_key(key)
