@@ -24,7 +24,7 @@ local Compose = {
 -- Per config, compiled once per worker: conf -> { { conf = backend, base =
 -- URL without a trailing "/" | nil, service_error = why the service cannot
 -- be called | nil, path =, query =, body = (templates), headers = { { name,
--- template } }, shape = (shape.compile) }, ... }.
+-- template } }, shape = (shape.compile), span_name = its tracing span's }, ... }.
 local compiled = setmetatable({}, { __mode = "k" })
 
 -- The base URL of a backend: its url, or its service's.
@@ -64,6 +64,7 @@ local function compile(conf)
       headers[#headers + 1] = { name, assert(template.compile(v, VARS)) }
     end
     c[i] = { conf = b, base = base, service_error = err, headers = headers,
+             span_name = "compose " .. b.name,
              path = b.path and assert(template.compile(b.path, VARS)),
              query = b.query and assert(template.compile(b.query, VARS)),
              body = b.body and assert(template.compile(b.body, VARS)),
@@ -121,7 +122,7 @@ end
 
 -- Calls one backend: { status = "fulfilled" | "rejected" | "timeout",
 -- http_status =, latency_ms =, error =, value = the decoded answer }.
-local function fetch(opts, err, name)
+local function fetch(opts, err, span_name)
   local r = { status = "rejected" }
   if not opts then
     r.error = err
@@ -129,7 +130,7 @@ local function fetch(opts, err, name)
   end
   local t0 = sluice.now()
   -- A child span of the request's trace when opentelemetry is on (nil when off).
-  local span = tracing.start_span("compose " .. name, opts)
+  local span = tracing.start_span(span_name, opts)
   local res, herr = sluice.http.request(opts)
   tracing.finish_span(span, res and res.status, herr)
   r.latency_ms = math_floor((sluice.now() - t0) * 1000 + 0.5)
@@ -157,7 +158,7 @@ end
 
 local function run(cb, st)
   local opts, err = prepare(cb, st)
-  return fetch(opts, err, cb.conf.name)
+  return fetch(opts, err, cb.span_name)
 end
 
 -- An ISO 8601 UTC time with milliseconds.
@@ -184,7 +185,7 @@ function Compose.access(_, conf)
     local threads = {}
     for i, cb in ipairs(c) do
       local opts, err = prepare(cb, st)
-      threads[i] = sluice.thread.spawn(fetch, opts, err, cb.conf.name)
+      threads[i] = sluice.thread.spawn(fetch, opts, err, cb.span_name)
     end
     for i, w in ipairs(sluice.thread.wait_all(unpack(threads))) do
       results[i] = w[1] and w[2] or { status = "rejected", error = w[2] }
