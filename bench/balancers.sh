@@ -82,12 +82,7 @@ if [ "$(nproc)" -lt 2 ]; then
     exit 1
 fi
 
-echo "== machine"
-echo "nproc: $(nproc)"
-echo "cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "kernel: $(uname -sr)"
-echo "wrk: $(wrk -v 2>&1 | head -n 1 || true)"
-echo "sluice: $("$SLUICE" version 2>&1 || true)"
+print_machine
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP, $ROUNDS rounds;" \
     "sluice on CPU $PROXY_CPU, wrk + upstream on CPU $LOAD_CPU"
 machine_busy_check

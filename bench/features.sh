@@ -43,13 +43,7 @@ NGINX_NOFILE=8192
 LIFT_KEEPALIVE=1
 NAME_WIDTH=14
 
-echo "== machine"
-echo "nproc: $(nproc)"
-echo "cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "kernel: $(uname -sr)"
-echo "nginx: $(nginx -v 2>&1)"
-echo "wrk: $(wrk -v 2>&1 | head -n 1 || true)"
-echo "sluice: $("$SLUICE" version 2>&1 || true)"
+print_machine "nginx: $(nginx -v 2>&1)"
 machine_busy_check
 
 # --- the upstream ----------------------------------------------------------

@@ -300,6 +300,19 @@ start_sluice_as() {
     spawn "$var" "$name" QUIT "$@" "$SLUICE" start -c "$TMP/$name/sluice.yaml"
 }
 
+# print_machine [LINE...]: the machine (cores, CPU, kernel), the LINEs (the
+# versions of the other servers a script runs), then wrk's and sluice's versions.
+print_machine() {
+    local line
+    echo "== machine"
+    echo "nproc: $(nproc)"
+    echo "cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "kernel: $(uname -sr)"
+    for line in "$@"; do echo "$line"; done
+    echo "wrk: $(wrk -v 2>&1 | head -n 1 || true)"
+    echo "sluice: $("$SLUICE" version 2>&1 || true)"
+}
+
 # --- measuring with wrk (run.sh, plugins.sh) --------------------------------
 #
 # A script sets, before calling wrk_measure:

@@ -103,14 +103,8 @@ fi
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 
-echo "== machine"
-echo "nproc: $(nproc)"
-echo "cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "kernel: $(uname -sr)"
-echo "nginx: $(nginx -v 2>&1), lua module $(pkg_version libnginx-mod-http-lua)"
-echo "luajit: libluajit2 $(pkg_version libluajit2-5.1-2) (sluice and nginx's lua module)"
-echo "wrk: $(wrk -v 2>&1 | head -n 1 || true)"
-echo "sluice: $("$SLUICE" version 2>&1 || true)"
+print_machine "nginx: $(nginx -v 2>&1), lua module $(pkg_version libnginx-mod-http-lua)" \
+    "luajit: libluajit2 $(pkg_version libluajit2-5.1-2) (sluice and nginx's lua module)"
 
 # A benchmark on a busy machine measures the other load. Say so up front.
 machine_busy_check

@@ -44,14 +44,8 @@ LIFT_KEEPALIVE=1
 
 # --- machine and versions --------------------------------------------------
 
-echo "== machine"
-echo "nproc: $(nproc)"
-echo "cpu: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "kernel: $(uname -sr)"
-echo "nginx: $(nginx -v 2>&1)"
-echo "haproxy: $(haproxy -v 2>&1 | head -n 1)"
-echo "wrk: $(wrk -v 2>&1 | head -n 1 || true)"
-echo "sluice: $("$SLUICE" version 2>&1 || true)"
+print_machine "nginx: $(nginx -v 2>&1)" \
+    "haproxy: $(haproxy -v 2>&1 | head -n 1)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP, $ROUNDS rounds;" \
     "proxies on CPU $PROXY_CPU, wrk + upstream on CPU $LOAD_CPU"
 
